@@ -1,0 +1,1 @@
+"""retail_backbone.io."""

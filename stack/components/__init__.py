@@ -1,0 +1,20 @@
+"""The stack's components, in default start order (one module each)."""
+
+from retail_backbone.stack.components.base import Component
+
+ALL_COMPONENTS: list[type[Component]] = []
+
+
+def _register() -> None:
+    # Imported here so that each component module can import ``base`` without a cycle.
+    from retail_backbone.stack.components.bigtable import BigtableEmulator
+    from retail_backbone.stack.components.kafka import Kafka
+    from retail_backbone.stack.components.mongo import FerretDB
+    from retail_backbone.stack.components.postgres import Postgres
+    from retail_backbone.stack.components.prism import Prism
+
+    ALL_COMPONENTS.extend([Kafka, Postgres, BigtableEmulator, FerretDB])
+    ALL_COMPONENTS.append(Prism)
+
+
+_register()
