@@ -45,7 +45,7 @@ setup(
     package_data={
         "retail_backbone.schemas": ["**/*.avsc", "*.toml", "*.json"],
         "retail_backbone.templates": ["**/*.json", "**/*.yaml", "**/Dockerfile"],
-        "retail_backbone.stack": ["java/*.java"],
+        "retail_backbone.stack": ["java/*.java", "go/*/*.go"],
     },
     include_package_data=True,
     install_requires=_requirements(),

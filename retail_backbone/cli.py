@@ -1,0 +1,199 @@
+"""The ``backbone`` command line.
+
+Examples::
+
+    backbone stack up                      # obtain (first time) and start every component
+    backbone stack up --only kafka,postgres
+    backbone stack status --json
+    backbone demo                          # the README's main job
+    backbone version
+
+Exit codes: 0 success, 1 a failed check or a component that would not start, 2 usage or invalid
+input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from retail_backbone import __version__
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _split(only: str | None) -> list[str] | None:
+    return [part.strip() for part in only.split(",") if part.strip()] if only else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="backbone")
+def main() -> None:
+    """retail-backbone: a retailer's real-time and batch data backbone on Apache Beam.
+
+    Start the real local services with `backbone stack up`, then run a job with `backbone demo`.
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print versions as JSON.")
+def version(as_json: bool) -> None:
+    """Print the versions of this package and of the pinned engines."""
+    import apache_beam
+
+    from retail_backbone.stack import config
+
+    info = {
+        "retail_backbone": __version__,
+        "apache_beam_python": apache_beam.__version__,
+        "beam_java_job_server": config.BEAM_VERSION,
+        "flink": config.FLINK_VERSION,
+        "kafka": config.KAFKA_VERSION,
+        "python": sys.version.split()[0],
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key:22} {value}")
+
+
+# -- stack ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """Obtain, start, check and stop the real local services.
+
+    \b
+    Components: kafka, postgres, bigtable, mongo, timeseries, graph, flink, jobserver, prism.
+    Downloads are cached in ~/.cache/retail-backbone (BACKBONE_CACHE_DIR); data, logs and pid files
+    live in /var/tmp/retail-backbone-$USER (BACKBONE_RUN_DIR). Ports and JVM heaps are set with
+    BACKBONE_<NAME>_PORT / BACKBONE_<NAME>_HEAP or a backbone-stack.toml file (see README).
+    """
+
+
+_ONLY = click.option(
+    "--only",
+    metavar="A,B",
+    help="Comma-separated components (default: all). Dependencies are included for `up`.",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _make_stack(as_json: bool):
+    from retail_backbone.stack import Stack, StackConfig
+
+    progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
+    return Stack(StackConfig.load(), progress=progress)
+
+
+def _print_statuses(statuses, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
+        return
+    for s in statuses:
+        pid = ",".join(map(str, s.pids)) or "-"
+        line = f"{s.name:11} {s.state:9} port {s.port:<6} pid {pid:13} {s.log}"
+        click.echo(line + (f"\n{'':11} {s.detail}" if s.detail else ""))
+
+
+@stack.command("up")
+@_ONLY
+@_JSON
+def stack_up(only: str | None, as_json: bool) -> None:
+    """Start components; return once every one answers a real request.
+
+    Idempotent: healthy components are left alone, half-started ones are restarted.
+    """
+    from retail_backbone.stack.components.base import StackError
+
+    st = _make_stack(as_json)
+    try:
+        statuses = st.up(_split(only))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except StackError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "component": exc.component, "error": str(exc)}))
+        else:
+            _echo_err(f"stack up failed: {exc}")
+        sys.exit(1)
+    _print_statuses(statuses, as_json)
+
+
+@stack.command("down")
+@_ONLY
+@_JSON
+def stack_down(only: str | None, as_json: bool) -> None:
+    """Stop components (all by default). Data directories are kept."""
+    st = _make_stack(as_json)
+    try:
+        stopped = st.down(_split(only))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"stopped": stopped}))
+    else:
+        click.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@stack.command("status")
+@_ONLY
+@_JSON
+def stack_status(only: str | None, as_json: bool) -> None:
+    """Show state, port, pid and log of each component. Exit 1 if any selected one is not healthy."""
+    st = _make_stack(as_json)
+    try:
+        statuses = st.status(_split(only))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    _print_statuses(statuses, as_json)
+    if only and any(s.state != "healthy" for s in statuses):
+        sys.exit(1)
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--events", default=5000, show_default=True, help="Events to generate and produce.")
+@click.option("--seed", default=7, show_default=True, help="Random seed of the generator.")
+@click.option(
+    "--runner",
+    type=click.Choice(["prism", "flink", "direct"]),
+    default="prism",
+    show_default=True,
+    help="prism: Beam's portable local runner; flink: the local Flink cluster; direct: in-process.",
+)
+@_JSON
+def demo(events: int, seed: int, runner: str, as_json: bool) -> None:
+    """Run the main job end to end on local defaults.
+
+    Brings up Kafka, PostgreSQL and the runner, produces generated retail events to Kafka, runs the
+    smoke pipeline (Kafka -> count per event type -> PostgreSQL) and prints what landed.
+    """
+    from retail_backbone.pipelines import smoke
+    from retail_backbone.stack.components.base import StackError
+
+    if events <= 0:
+        raise click.BadParameter("must be positive", param_hint="--events")
+    try:
+        summary = smoke.run_demo(events=events, seed=seed, runner=runner, progress=_echo_err)
+    except StackError as exc:
+        _echo_err(f"demo failed: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(summary.render())
+    if not summary.balanced:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
