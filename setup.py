@@ -1,8 +1,9 @@
 """Packaging for retail-backbone.
 
 The design card's top-level folders (``io/``, ``pipelines/``, ...) become subpackages of one import
-namespace, ``retail_backbone``, through ``package_dir``: ``io/`` installs as ``retail_backbone.io`` and
-never shadows the standard library's ``io``. Dataflow and Flink workers install the same package with
+namespace, ``retail_backbone``, through ``package_dir``: ``io/`` installs as
+``retail_backbone.io`` and never shadows the standard library's ``io``. Dataflow and Flink workers
+install the same package with
 ``--setup_file ./setup.py``.
 """
 

@@ -20,9 +20,9 @@ from apache_beam.metrics import Metrics
 
 __all__ = [
     "KafkaRecord",
+    "KafkaUnavailable",
     "OffsetRange",
     "ReadKafkaOffsetRanges",
-    "KafkaUnavailable",
     "snapshot_offset_ranges",
 ]
 
@@ -51,9 +51,7 @@ class KafkaUnavailable(Exception):
     """The broker cannot be reached or the topic does not exist."""
 
 
-def snapshot_offset_ranges(
-    bootstrap: str, topic: str, timeout: float = 10.0
-) -> list[OffsetRange]:
+def snapshot_offset_ranges(bootstrap: str, topic: str, timeout: float = 10.0) -> list[OffsetRange]:
     """The current ``[low, high)`` watermark offsets of every partition of ``topic``."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -123,7 +121,11 @@ class _ReadOffsetRangeFn(beam.DoFn):
                 next_offset = msg.offset() + 1
                 self._read.inc()
                 yield KafkaRecord(
-                    msg.key(), msg.value(), msg.topic(), msg.partition(), msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
                     msg.timestamp()[1],
                 )
         self._consumer.unassign()
@@ -135,7 +137,7 @@ class _ReadOffsetRangeFn(beam.DoFn):
 
 @beam.ptransform_fn
 @beam.typehints.with_output_types(KafkaRecord)
-def ReadKafkaOffsetRanges(  # noqa: N802 - Beam transforms are CapWords
+def ReadKafkaOffsetRanges(
     pbegin: beam.pvalue.PBegin, bootstrap: str, ranges: list[OffsetRange]
 ) -> beam.PCollection[KafkaRecord]:
     """Read the given offset ranges, one partition per element, spread over workers."""

@@ -76,8 +76,11 @@ class _UpsertRowsFn(beam.DoFn):
 
 
 @beam.ptransform_fn
-def UpsertRows(  # noqa: N802 - Beam transforms are CapWords
-    pcoll: beam.PCollection, dsn: str, table: str, key_columns: Sequence[str],
+def UpsertRows(
+    pcoll: beam.PCollection,
+    dsn: str,
+    table: str,
+    key_columns: Sequence[str],
     batch_size: int = 500,
 ) -> beam.PCollection:
     """Upsert NamedTuple rows into ``table`` keyed by ``key_columns`` (table must exist)."""

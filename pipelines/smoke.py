@@ -84,17 +84,20 @@ class SmokeOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument(
-            "--bootstrap_servers", default="127.0.0.1:9092",
+            "--bootstrap_servers",
+            default="127.0.0.1:9092",
             help="Kafka bootstrap servers, host:port[,host:port]. Default: 127.0.0.1:9092.",
         )
         parser.add_argument("--topic", default=TOPIC, help=f"Topic to read. Default: {TOPIC}.")
         parser.add_argument(
-            "--postgres_dsn", default="host=127.0.0.1 port=5432 user=backbone dbname=backbone",
+            "--postgres_dsn",
+            default="host=127.0.0.1 port=5432 user=backbone dbname=backbone",
             help="libpq connection string of the output database.",
         )
         parser.add_argument("--run_id", default=None, help="Run id stored with every row.")
         parser.add_argument(
-            "--offset_ranges", default=None,
+            "--offset_ranges",
+            default=None,
             help="JSON list of [topic, partition, start, stop]; default: the whole topic now.",
         )
 
@@ -136,7 +139,8 @@ class _DecodeJsonFn(beam.DoFn):
             self._dead.inc()
             source = f"{rec.topic}/{rec.partition}/{rec.offset}"
             yield beam.pvalue.TaggedOutput(
-                self.DEAD, dead_letter_from_exception(rec.value, source, PIPELINE, "DecodeEvents", exc)
+                self.DEAD,
+                dead_letter_from_exception(rec.value, source, PIPELINE, "DecodeEvents", exc),
             )
             return
         self._ok.inc()
@@ -231,7 +235,9 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
     errors: list = []
     for i, payload in enumerate(payloads):
         producer.produce(
-            topic, payload, key=str(i).encode(),
+            topic,
+            payload,
+            key=str(i).encode(),
             on_delivery=lambda err, _msg: errors.append(err) if err else None,
         )
         producer.poll(0)
@@ -266,13 +272,19 @@ def run_demo(
     produce(bootstrap, TOPIC, payloads[1:])
     after = snapshot_offset_ranges(bootstrap, TOPIC)
     # This run's records: everything after the first (topic-creating) one.
-    ranges = [OffsetRange(r.topic, r.partition, before[(r.topic, r.partition)], r.stop) for r in after]
+    ranges = [
+        OffsetRange(r.topic, r.partition, before[(r.topic, r.partition)], r.stop) for r in after
+    ]
     first = payloads[0]
     progress(f"running the smoke pipeline on {runner} ...")
     started = time.monotonic()
     opts = SmokeOptions(
-        [*runner_args(runner, cfg), f"--bootstrap_servers={bootstrap}", f"--postgres_dsn={dsn}",
-         f"--run_id={run_id}"]
+        [
+            *runner_args(runner, cfg),
+            f"--bootstrap_servers={bootstrap}",
+            f"--postgres_dsn={dsn}",
+            f"--run_id={run_id}",
+        ]
     )
     p = beam.Pipeline(options=opts)
     build_pipeline(p, opts, ranges)
@@ -301,11 +313,17 @@ def run_demo(
             "select count(*) from smoke_dead_letters where run_id = %s", (run_id,)
         ).fetchone()[0]
     summary = SmokeSummary(
-        run_id=run_id, runner=runner, produced=len(payloads) - 1, produced_bad=produced_bad,
+        run_id=run_id,
+        runner=runner,
+        produced=len(payloads) - 1,
+        produced_bad=produced_bad,
         produced_by_type={k: v for k, v in produced_by_type.items() if v},
-        read=counter("records_read", "kafka"), decoded=counter("decoded"),
-        dead_letters=counter("dead_letters"), stored_by_type=stored,
-        stored_dead_letters=stored_dead, seconds=seconds,
+        read=counter("records_read", "kafka"),
+        decoded=counter("decoded"),
+        dead_letters=counter("dead_letters"),
+        stored_by_type=stored,
+        stored_dead_letters=stored_dead,
+        seconds=seconds,
     )
     _check(summary)
     return summary
@@ -326,7 +344,7 @@ def _check(s: SmokeSummary) -> None:
 
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
-    """Run the smoke pipeline over an existing topic with explicit options (no stack, no produce)."""
+    """Run the smoke pipeline over an existing topic with explicit options (no stack setup)."""
     opts = SmokeOptions(argv)
     if opts.run_id is None:
         opts.run_id = uuid.uuid4().hex[:12]

@@ -67,7 +67,7 @@ def version(as_json: bool) -> None:
 
 @main.group()
 def stack() -> None:
-    """Obtain, start, check and stop the real local services.
+    r"""Obtain, start, check and stop the real local services.
 
     \b
     Components: kafka, postgres, bigtable, mongo, timeseries, graph, flink, jobserver, prism.
@@ -146,7 +146,7 @@ def stack_down(only: str | None, as_json: bool) -> None:
 @_ONLY
 @_JSON
 def stack_status(only: str | None, as_json: bool) -> None:
-    """Show state, port, pid and log of each component. Exit 1 if any selected one is not healthy."""
+    """Show state, port, pid and log of each component; exit 1 if a selected one is unhealthy."""
     st = _make_stack(as_json)
     try:
         statuses = st.status(_split(only))

@@ -104,7 +104,8 @@ class StackConfig:
         cache_dir = Path(
             env.get("BACKBONE_CACHE_DIR")
             or data.get("cache_dir")
-            or Path(env.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "retail-backbone"
+            or Path(env.get("XDG_CACHE_HOME") or Path(env.get("HOME") or Path.home()) / ".cache")
+            / "retail-backbone"
         )
         run_dir = Path(
             env.get("BACKBONE_RUN_DIR")
@@ -121,7 +122,9 @@ class StackConfig:
         for name in heaps:
             if _env_key("heap", name) in env:
                 heaps[name] = env[_env_key("heap", name)]
-        return cls(cache_dir=cache_dir.resolve(), run_dir=run_dir.resolve(), ports=ports, heaps=heaps)
+        return cls(
+            cache_dir=cache_dir.resolve(), run_dir=run_dir.resolve(), ports=ports, heaps=heaps
+        )
 
     def port(self, name: str) -> int:
         return self.ports[name]

@@ -61,7 +61,7 @@ class Stack:
     # -- selection -----------------------------------------------------------------------------
 
     def select(self, only: Iterable[str] | None = None, with_deps: bool = True) -> list[Component]:
-        """Components named in ``only`` (all when empty), plus their dependencies, in start order."""
+        """Components named in ``only`` (all when empty) plus dependencies, in start order."""
         names = list(only or self.components)
         unknown = [n for n in names if n not in self.components]
         if unknown:
@@ -125,8 +125,13 @@ class Stack:
             except NotReady as exc:
                 state, detail = "unhealthy", str(exc)
         return ComponentStatus(
-            name=comp.name, state=state, port=comp.port(self.cfg), pids=running, log=log,
-            summary=comp.summary, detail=detail,
+            name=comp.name,
+            state=state,
+            port=comp.port(self.cfg),
+            pids=running,
+            log=log,
+            summary=comp.summary,
+            detail=detail,
         )
 
     def _up_one(self, comp: Component) -> None:
@@ -181,7 +186,9 @@ class Stack:
                     log = cfg.log_path(spec.name)
                     tail = process.last_lines(log, 2)
                     return StackError(
-                        comp.name, f"process {spec.name} exited during start: {tail or 'no output'}", log
+                        comp.name,
+                        f"process {spec.name} exited during start: {tail or 'no output'}",
+                        log,
                     )
             try:
                 comp.check(cfg)

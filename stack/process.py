@@ -1,12 +1,13 @@
 """Starting, finding and stopping the stack's background processes.
 
 Each process runs in its own session (so a Ctrl-C in the terminal does not take it down), writes
-stdout and stderr to one log file, and is remembered by a pid file. A pid file whose process is gone,
-or belongs to another program since the pid was reused, counts as "not running".
+stdout and stderr to one log file, and is remembered by a pid file. A pid file whose process is
+gone, or belongs to another program since the pid was reused, counts as "not running".
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -85,7 +86,7 @@ def start(spec: ProcessSpec, log_path: Path, pid_path: Path) -> int:
 
 
 def stop(pid_path: Path, timeout: float = 20.0) -> bool:
-    """Stop the process group behind ``pid_path``: SIGTERM, then SIGKILL. True if one was running."""
+    """Stop the process group behind ``pid_path`` (SIGTERM, then SIGKILL); True if it ran."""
     pid = read_pid(pid_path)
     if pid is None:
         pid_path.unlink(missing_ok=True)
@@ -107,18 +108,14 @@ def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _reap(pid: int) -> None:
     # Only our own children can be reaped; others are reaped by init.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

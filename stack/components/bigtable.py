@@ -26,8 +26,13 @@ class BigtableEmulator(Component):
 
     def obtain(self, cfg: StackConfig, progress: Progress) -> None:
         go_binary(
-            self.name, MODULE, BIGTABLE_EMULATOR_VERSION, "emulator", self._exe(cfg).parent,
-            cfg.log_path("bigtable-obtain"), progress,
+            self.name,
+            MODULE,
+            BIGTABLE_EMULATOR_VERSION,
+            "emulator",
+            self._exe(cfg).parent,
+            cfg.log_path("bigtable-obtain"),
+            progress,
         )
 
     def processes(self, cfg: StackConfig) -> list[ProcessSpec]:

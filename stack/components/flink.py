@@ -65,7 +65,10 @@ class Flink(Component):
         home = self.home(cfg)
         missing = [
             str(p.relative_to(home))
-            for p in (home / "bin" / "jobmanager.sh", home / "lib" / f"flink-dist-{FLINK_VERSION}.jar")
+            for p in (
+                home / "bin" / "jobmanager.sh",
+                home / "lib" / f"flink-dist-{FLINK_VERSION}.jar",
+            )
             if not p.is_file()
         ]
         if missing:

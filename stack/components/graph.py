@@ -96,6 +96,7 @@ class Neo4jGraph(Component):
                 # the manager's poll loop does the waiting.
                 record = session.run("RETURN 1 AS one").single()
         except (DriverError, Neo4jError, OSError) as exc:
-            raise NotReady(f"{type(exc).__name__}: {exc}") from exc
+            # The driver's messages span lines; the manager reports one line.
+            raise NotReady(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
         if record is None or record["one"] != 1:
             raise NotReady(f"RETURN 1 answered {record!r}")

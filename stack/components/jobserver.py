@@ -36,6 +36,13 @@ _EXTRA_JARS = [
     "org.slf4j:slf4j-simple:1.7.30",
 ]
 
+# slf4j-simple: timestamps, and no multi-thousand-line metrics dump after every job.
+_LOGGING = [
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS",
+    "-Dorg.slf4j.simpleLogger.log.org.apache.beam.runners.flink.FlinkPipelineRunner=warn",
+]
+
 
 class FlinkJobServer(Component):
     name = "jobserver"
@@ -76,6 +83,7 @@ class FlinkJobServer(Component):
                 argv=[
                     "java",
                     f"-Xmx{cfg.heap('jobserver')}",
+                    *_LOGGING,
                     "-cp",
                     self._classpath(cfg),
                     _DRIVER,

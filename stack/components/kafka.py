@@ -14,7 +14,9 @@ _HEALTH_TOPIC = "_backbone_health"
 
 class Kafka(Component):
     name = "kafka"
-    summary = f"Apache Kafka {KAFKA_VERSION} (KRaft), org.apache.kafka:kafka_2.13 from Maven Central"
+    summary = (
+        f"Apache Kafka {KAFKA_VERSION} (KRaft), org.apache.kafka:kafka_2.13 from Maven Central"
+    )
     port_keys = ("kafka", "kafka_controller")
     start_timeout = 90.0
 

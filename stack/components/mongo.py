@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from retail_backbone.stack.components.base import Component, NotReady, Progress
 from pathlib import Path
 
+from retail_backbone.stack.components.base import Component, NotReady, Progress
 from retail_backbone.stack.components.obtain import go_launcher
 from retail_backbone.stack.config import FERRETDB_VERSION, StackConfig
 from retail_backbone.stack.process import ProcessSpec

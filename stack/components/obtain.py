@@ -26,7 +26,9 @@ def mark_complete(target: Path, what: str) -> None:
     (target / _MARKER).write_text(what)
 
 
-def _run(component: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+def _run(
+    component: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         log.write(f"\n$ {' '.join(argv)}\n".encode())
@@ -56,7 +58,7 @@ def maven_artifacts(
     progress: Progress,
     transitive: bool = True,
 ) -> Path:
-    """Copy Maven artifacts (``group:artifact:version``) and their runtime deps to ``target/libs``."""
+    """Copy Maven artifacts (``group:artifact:version``) and runtime deps to ``target/libs``."""
     what = " ".join(coordinates) + f" transitive={transitive}"
     if is_complete(target, what):
         return target / "libs"
@@ -66,8 +68,12 @@ def maven_artifacts(
     target.mkdir(parents=True)
     deps = "".join(
         f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
-        + ("" if transitive else "<exclusions><exclusion><groupId>*</groupId>"
-           "<artifactId>*</artifactId></exclusion></exclusions>")
+        + (
+            ""
+            if transitive
+            else "<exclusions><exclusion><groupId>*</groupId>"
+            "<artifactId>*</artifactId></exclusion></exclusions>"
+        )
         + "</dependency>"
         for g, a, v in (c.split(":") for c in coordinates)
     )
@@ -95,7 +101,12 @@ def maven_artifacts(
 
 
 def go_binary(
-    component: str, module: str, version: str, binary: str, target: Path, log_path: Path,
+    component: str,
+    module: str,
+    version: str,
+    binary: str,
+    target: Path,
+    log_path: Path,
     progress: Progress,
 ) -> Path:
     """``go install module@version`` into ``target``; returns the binary's path."""
@@ -105,7 +116,12 @@ def go_binary(
         return exe
     progress(f"{component}: building {what} with the Go toolchain (first time only)")
     target.mkdir(parents=True, exist_ok=True)
-    _run(component, ["go", "install", what], log_path, env={"GOBIN": str(target), "GOFLAGS": "-mod=mod"})
+    _run(
+        component,
+        ["go", "install", what],
+        log_path,
+        env={"GOBIN": str(target), "GOFLAGS": "-mod=mod"},
+    )
     mark_complete(target, what)
     return exe
 
@@ -113,7 +129,7 @@ def go_binary(
 def pip_target(
     component: str, requirements: list[str], target: Path, log_path: Path, progress: Progress
 ) -> Path:
-    """``pip install --no-deps --target`` into a private folder (never the project's environment)."""
+    """``pip install --no-deps --target`` into a private folder, never the project's env."""
     what = " ".join(requirements)
     if is_complete(target, what):
         return target
@@ -123,7 +139,16 @@ def pip_target(
     target.mkdir(parents=True)
     _run(
         component,
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), *requirements],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--target",
+            str(target),
+            *requirements,
+        ],
         log_path,
     )
     mark_complete(target, what)
@@ -132,12 +157,17 @@ def pip_target(
 
 def apt_packages(component: str, packages: list[str], log_path: Path, progress: Progress) -> None:
     """Install Debian packages (needs root); a no-op when they are already installed."""
-    missing = [p for p in packages if subprocess.run(
-        ["dpkg", "-s", p], capture_output=True, check=False).returncode != 0]
+    missing = [
+        p
+        for p in packages
+        if subprocess.run(["dpkg", "-s", p], capture_output=True, check=False).returncode != 0
+    ]
     if not missing:
         return
     if os.geteuid() != 0:
-        raise StackError(component, f"missing Debian packages; run: sudo apt-get install -y {' '.join(missing)}")
+        raise StackError(
+            component, f"missing Debian packages; run: sudo apt-get install -y {' '.join(missing)}"
+        )
     progress(f"{component}: installing {' '.join(missing)} with apt-get")
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     _run(component, ["apt-get", "update", "-q"], log_path, env)
@@ -167,7 +197,9 @@ def go_launcher(
     for path in sources:
         shutil.copy(path, src / path.name)
     env = {"GOFLAGS": "-mod=mod"}
-    _run(component, ["go", "-C", str(src), "mod", "init", f"backbone.local/{binary}"], log_path, env)
+    _run(
+        component, ["go", "-C", str(src), "mod", "init", f"backbone.local/{binary}"], log_path, env
+    )
     for req in requires:
         _run(component, ["go", "-C", str(src), "get", req], log_path, env)
     _run(component, ["go", "-C", str(src), "build", "-o", str(exe), "."], log_path, env)

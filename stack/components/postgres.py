@@ -24,7 +24,7 @@ USER = "backbone"
 
 
 def dsn(cfg: StackConfig, dbname: str = DATABASE) -> str:
-    """libpq connection string for the stack's PostgreSQL."""
+    """Libpq connection string for the stack's PostgreSQL."""
     return f"host={cfg.host} port={cfg.port('postgres')} user={USER} dbname={dbname}"
 
 
@@ -39,7 +39,9 @@ class Postgres(Component):
 
     def obtain(self, cfg: StackConfig, progress: Progress) -> None:
         apt_packages(
-            self.name, ["postgresql-15", "postgresql-15-wal2json"], cfg.log_path("postgres-obtain"),
+            self.name,
+            ["postgresql-15", "postgresql-15-wal2json"],
+            cfg.log_path("postgres-obtain"),
             progress,
         )
 
@@ -60,8 +62,17 @@ class Postgres(Component):
         data.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(data, user, user)
-        argv = [str(PG_BIN / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8",
-                "--locale=C.UTF-8"]
+        argv = [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]
         if user:
             argv = ["runuser", "-u", user, "--", *argv]
         result = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -45,8 +45,13 @@ class Prism(Component):
 
         os.environ.setdefault("GONOSUMDB", "github.com/apache/beam")
         go_binary(
-            self.name, MODULE, f"v{BEAM_VERSION}", "prism", prism_binary(cfg).parent,
-            cfg.log_path("prism-obtain"), progress,
+            self.name,
+            MODULE,
+            f"v{BEAM_VERSION}",
+            "prism",
+            prism_binary(cfg).parent,
+            cfg.log_path("prism-obtain"),
+            progress,
         )
 
     def processes(self, cfg: StackConfig) -> list[ProcessSpec]:

@@ -95,7 +95,7 @@ class QuestDB(Component):
             ) as sender:
                 sender.row(_HEALTH_TABLE, columns={"token": token}, at=TimestampNanos.now())
         except QuestDBError as exc:
-            raise NotReady(f"ILP write failed: {exc}") from exc
+            raise NotReady(f"ILP write failed: {' '.join(str(exc).split())}") from exc
         query = f"SELECT count() AS n FROM {_HEALTH_TABLE} WHERE token = '{token}'"
         url = f"http://{http}/exec?" + urllib.parse.urlencode({"query": query})
         deadline = time.monotonic() + _VISIBLE_WITHIN

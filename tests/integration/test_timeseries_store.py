@@ -58,7 +58,11 @@ def test_http_exec_reads_back_exact_rows(sales_table) -> None:
     )
 
     assert [c["name"] for c in body["columns"]] == [
-        "store", "sku", "quantity", "amount", "timestamp"
+        "store",
+        "sku",
+        "quantity",
+        "amount",
+        "timestamp",
     ]
     assert [c["type"] for c in body["columns"]][:4] == ["SYMBOL", "SYMBOL", "LONG", "DOUBLE"]
     assert body["count"] == len(_ROWS)
@@ -73,9 +77,7 @@ def test_http_exec_reads_back_exact_rows(sales_table) -> None:
 
 def test_pg_wire_aggregates_exactly(sales_table) -> None:
     table, cfg = sales_table
-    conninfo = (
-        f"host={cfg.host} port={cfg.port('questdb_pg')} user=admin password=quest dbname=qdb"
-    )
+    conninfo = f"host={cfg.host} port={cfg.port('questdb_pg')} user=admin password=quest dbname=qdb"
     with psycopg.connect(conninfo, autocommit=True) as conn:
         rows = conn.execute(
             f"SELECT store, sum(quantity), sum(amount), count(), min(timestamp) "
