@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
-SUBPACKAGES = ["io", "pipelines", "transforms", "schemas", "templates", "stack"]
+SUBPACKAGES = ["io", "pipelines", "transforms", "schemas", "templates", "stack", "generator"]
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:

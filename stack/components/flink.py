@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from retail_backbone.stack.components.base import Component, NotReady, Progress, StackError
 from retail_backbone.stack.components.obtain import pip_target
 from retail_backbone.stack.config import FLINK_VERSION, StackConfig
@@ -74,11 +72,14 @@ class Flink(Component):
         if missing:
             raise StackError(
                 self.name,
-                f"PyPI install lacks {', '.join(missing)}; delete {self._install_dir(cfg)} and retry",
+                f"PyPI install lacks {', '.join(missing)}; "
+                f"delete {self._install_dir(cfg)} and retry",
                 cfg.log_path("flink-obtain"),
             )
 
     def _settings(self, cfg: StackConfig) -> dict[str, object]:
+        import yaml
+
         data = cfg.data_dir(self.name)
         host = cfg.host
         # The distribution's defaults carry the --add-opens/--add-exports Flink needs on Java 17.
@@ -108,6 +109,8 @@ class Flink(Component):
         }
 
     def prepare(self, cfg: StackConfig) -> None:
+        import yaml
+
         data = cfg.data_dir(self.name)
         for sub in ("checkpoints", "savepoints", "tmp"):
             (data / sub).mkdir(parents=True, exist_ok=True)

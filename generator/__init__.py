@@ -1,0 +1,1 @@
+"""Deterministic retail traffic for the demo, tests and benchmarks."""
