@@ -13,6 +13,7 @@ demo: $(STAMP)  ## run the main job on local defaults
 test: $(STAMP)  ## lint, the schema gate, then the whole test suite against the real stack
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/backbone schemas check
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)

@@ -157,6 +157,183 @@ def stack_status(only: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+# -- schemas -------------------------------------------------------------------------------------
+
+
+@main.group()
+def schemas() -> None:
+    """Avro contracts: compatibility checks, the CI gate, registration.
+
+    \b
+    Contracts live in schemas/<subject>/v1.avsc, v2.avsc, ...; levels in
+    schemas/compatibility.toml (default BACKWARD).
+    """
+
+
+_LEVELS = [
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+
+
+@schemas.command("compat")
+@click.option(
+    "--level",
+    required=True,
+    type=click.Choice(_LEVELS, case_sensitive=False),
+    help="Compatibility level, with Confluent Schema Registry semantics.",
+)
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.argument("previous", nargs=-1, type=click.Path(dir_okay=False))
+@_JSON
+def schemas_compat(level: str, new: str, previous: tuple[str, ...], as_json: bool) -> None:
+    """Check NEW.avsc against PREVIOUS versions (oldest first).
+
+    Exit 0 compatible, 1 incompatible (reasons printed), 2 invalid schema file or usage.
+    Non-transitive levels compare with the last PREVIOUS only; transitive ones with all.
+    """
+    from pathlib import Path
+
+    from retail_backbone.schemas.compatibility import (
+        InvalidSchema,
+        check_compatibility,
+        parse_schema,
+    )
+
+    parsed = []
+    for path in (new, *previous):
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            _fail_usage(f"cannot read {path}: {exc.strerror}", as_json)
+        except UnicodeDecodeError:
+            _fail_usage(f"{path}: not a text file, so not an Avro schema", as_json)
+        try:
+            parsed.append(parse_schema(text))
+        except InvalidSchema as exc:
+            _fail_usage(f"{path}: invalid Avro schema: {exc}", as_json)
+    result = check_compatibility(parsed[0], parsed[1:], level)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    elif result.compatible:
+        click.echo(f"compatible ({level.upper()}, {len(previous)} previous version(s))")
+    else:
+        click.echo(f"INCOMPATIBLE ({level.upper()}):")
+        for message in result.messages:
+            click.echo(f"  - {message}")
+    sys.exit(0 if result.compatible else 1)
+
+
+def _fail_usage(message: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"compatible": False, "messages": [message], "error": "invalid"}))
+    else:
+        _echo_err(f"error: {message}")
+    sys.exit(2)
+
+
+@schemas.command("check")
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Schemas folder (default: the package's schemas/).",
+)
+@_JSON
+def schemas_check(root: str | None, as_json: bool) -> None:
+    """CI gate: validate every subject's version chain at its configured level.
+
+    Exit 0 when every chain is valid and compatible, 1 otherwise.
+    """
+    from pathlib import Path
+
+    from retail_backbone.schemas.catalog import SCHEMAS_DIR, check_catalog
+
+    try:
+        results = check_catalog(Path(root) if root else SCHEMAS_DIR)
+    except ValueError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(2)
+    failed = [r for r in results if not r.compatible]
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "subject": r.subject,
+                        "level": str(r.level),
+                        "versions": r.versions,
+                        "compatible": r.compatible,
+                        "messages": r.messages,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for r in results:
+            state = "ok" if r.compatible else "FAIL"
+            click.echo(f"{state:4} {r.subject:40} {r.level:20} v1..v{r.versions}")
+            for message in r.messages:
+                click.echo(f"       - {message}")
+        click.echo(f"{len(results) - len(failed)}/{len(results)} subjects compatible")
+    sys.exit(1 if failed else 0)
+
+
+@schemas.command("register")
+@click.option("--registry", required=True, metavar="URL", help="Schema registry base URL.")
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Schemas folder (default: the package's schemas/).",
+)
+@_JSON
+def schemas_register(registry: str, root: str | None, as_json: bool) -> None:
+    """Register every subject's versions in order, setting each subject's level first.
+
+    Works with this project's registry, Confluent Schema Registry and Apicurio (ccompat API).
+    Exit 1 if the registry rejects a schema (for example as incompatible).
+    """
+    from pathlib import Path
+
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from retail_backbone.schemas.catalog import SCHEMAS_DIR, load_catalog
+
+    client = SchemaRegistryClient({"url": registry})
+    report = []
+    try:
+        for subject in load_catalog(Path(root) if root else SCHEMAS_DIR):
+            client.set_compatibility(subject.name, str(subject.level))
+            ids = [
+                client.register_schema(subject.name, Schema(text, "AVRO")) for text in subject.texts
+            ]
+            report.append({"subject": subject.name, "level": str(subject.level), "ids": ids})
+            if not as_json:
+                click.echo(f"{subject.name:40} {subject.level:20} ids {ids}")
+    except SchemaRegistryError as exc:
+        _echo_err(
+            f"registry rejected {subject.name}: HTTP {exc.http_status_code} "
+            f"({exc.error_code}): {exc.error_message}"
+        )
+        sys.exit(1)
+    except Exception as exc:  # connection problems surface from requests/httpx internals
+        _echo_err(f"cannot reach the registry at {registry}: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+
+
 # -- jobs ------------------------------------------------------------------------------------------
 
 

@@ -116,7 +116,9 @@ def load_catalog(root: Path = SCHEMAS_DIR) -> list[Subject]:
         if sorted(files) != list(range(1, len(files) + 1)):
             raise ValueError(f"{folder}: versions must be v1..v{len(files)} without gaps")
         subjects.append(
-            Subject(folder.name, levels.get(folder.name, default), [files[n] for n in sorted(files)])
+            Subject(
+                folder.name, levels.get(folder.name, default), [files[n] for n in sorted(files)]
+            )
         )
     return subjects
 
@@ -141,7 +143,8 @@ def check_catalog(root: Path = SCHEMAS_DIR) -> list[SubjectCheck]:
                 result = check_compatibility(parsed[n], parsed[:n], subject.level)
                 messages += [f"v{n + 1}: {m}" for m in result.messages]
         results.append(
-            SubjectCheck(subject.name, subject.level, len(subject.version_files), not messages,
-                         messages)
+            SubjectCheck(
+                subject.name, subject.level, len(subject.version_files), not messages, messages
+            )
         )
     return results

@@ -13,8 +13,8 @@ Semantics (as in Confluent Schema Registry):
 - FULL: both. NONE: no check.
 - ``*_TRANSITIVE``: against every previous version instead of only the latest.
 
-Parsing is the Apache ``avro`` package's. The reader/writer rules are the Avro specification's schema
-resolution, the same as ``avro``'s ``ReaderWriterCompatibilityChecker`` (a port of Java's
+Parsing is the Apache ``avro`` package's. The reader/writer rules are the Avro specification's
+schema resolution, the same as ``avro``'s ``ReaderWriterCompatibilityChecker`` (a port of Java's
 ``SchemaCompatibility``, which Confluent uses) gives, re-done here because of the defects listed at
 ``reader_writer_problems``. Two things are added because no library does them:
 
@@ -220,9 +220,9 @@ def reader_writer_problems(reader: avro.schema.Schema, writer: avro.schema.Schem
     return list(dict.fromkeys(problems))
 
 
-def _can_read(reader: avro.schema.Schema, writer: avro.schema.Schema) -> bool:
+def _can_read(reader: avro.schema.Schema, writer: avro.schema.Schema, seen: set) -> bool:
     probe: list[str] = []
-    _resolve(reader, writer, "", probe, set())
+    _resolve(reader, writer, "", probe, seen)
     return not probe
 
 
@@ -248,7 +248,7 @@ def _resolve(
         if isinstance(writer, avro.schema.UnionSchema):
             for branch in writer.schemas:
                 if isinstance(reader, avro.schema.UnionSchema):
-                    if not any(_can_read(r, branch) for r in reader.schemas):
+                    if not any(_can_read(r, branch, seen) for r in reader.schemas):
                         out.append(
                             f"{where}: the writer's union branch {_describe(branch)} has no "
                             f"matching branch in the reader's {_describe(reader)}"
@@ -264,13 +264,13 @@ def _resolve(
                         )
             return
         if isinstance(reader, avro.schema.UnionSchema):
-            if not any(_can_read(r, writer) for r in reader.schemas):
+            if not any(_can_read(r, writer, seen) for r in reader.schemas):
                 out.append(
                     f"{where}: the reader's {_describe(reader)} has no branch for the writer's "
                     f"{_describe(writer)}"
                 )
             else:
-                match = next(r for r in reader.schemas if _can_read(r, writer))
+                match = next(r for r in reader.schemas if _can_read(r, writer, seen))
                 out.extend(_logical_problems(match, writer, where))
             return
         r_kind, w_kind = reader.type, writer.type

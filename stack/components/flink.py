@@ -105,6 +105,9 @@ class Flink(Component):
             "state.checkpoints.dir": (data / "checkpoints").as_uri(),
             "state.savepoints.dir": (data / "savepoints").as_uri(),
             "io.tmp.dirs": str(data / "tmp"),
+            # Every Beam job ships the ~180 MB job-server jar; the TaskManager's cached copy of a
+            # finished job's jar goes after this many seconds instead of the default hour.
+            "blob.service.cleanup.interval": 60,
             "web.tmpdir": str(data / "tmp" / "web"),
         }
 
