@@ -7,8 +7,9 @@ Example::
     failures = [c for c in check_catalog() if not c.compatible]
 
 A folder ``order_placed`` is the registry subject ``retail.order_placed-value`` (Confluent's
-TopicNameStrategy for topic ``retail.order_placed``). ``envelope`` documents the standard envelope
-that every event embeds; it is checked like the others but has no topic of its own.
+TopicNameStrategy for topic ``retail.order_placed``). ``envelope`` (the standard envelope every
+event embeds) and ``dead_letter`` (the dead-letter record of every ``dlq.<pipeline>`` topic) have
+record-name subjects, ``retail.common.Envelope`` and ``retail.common.DeadLetter``.
 Compatibility levels come from ``compatibility.toml`` (default BACKWARD).
 """
 
@@ -41,6 +42,8 @@ __all__ = [
 SCHEMAS_DIR = Path(__file__).resolve().parent
 TOPIC_PREFIX = "retail."
 ENVELOPE_SUBJECT = "retail.common.Envelope"
+#: Folders that are not event topics: their subjects follow the record name.
+RECORD_NAME_SUBJECTS = {"envelope": ENVELOPE_SUBJECT, "dead_letter": "retail.common.DeadLetter"}
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
 
@@ -60,13 +63,13 @@ class Subject:
 
     @property
     def name(self) -> str:
-        if self.folder == "envelope":
-            return ENVELOPE_SUBJECT
+        if self.folder in RECORD_NAME_SUBJECTS:
+            return RECORD_NAME_SUBJECTS[self.folder]
         return subject_for_topic(topic_for_event_type(self.folder))
 
     @property
     def topic(self) -> str | None:
-        return None if self.folder == "envelope" else topic_for_event_type(self.folder)
+        return None if self.folder in RECORD_NAME_SUBJECTS else topic_for_event_type(self.folder)
 
     @cached_property
     def texts(self) -> list[str]:
