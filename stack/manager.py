@@ -94,7 +94,9 @@ class Stack:
     def down(self, only: Iterable[str] | None = None) -> list[str]:
         """Stop components (dependents first). Returns the names that were running."""
         stopped = []
-        for comp in reversed(self.select(only, with_deps=False)):
+        names = set(only or self.components)
+        # Dependents first: reverse of start order, whatever order the names were given in.
+        for comp in reversed([c for c in self.select(only) if c.name in names]):
             was_running = False
             for spec in reversed(comp.processes(self.cfg)):
                 was_running |= process.stop(self.cfg.pid_path(spec.name))

@@ -99,6 +99,11 @@ class Flink(Component):
             # the whole stack inside a few GiB.
             "jobmanager.memory.process.size": cfg.heap("flink_jobmanager"),
             "taskmanager.memory.process.size": cfg.heap("flink_taskmanager"),
+            # Each Beam job loads ~80 MB of classes into its own class loader (freed after the
+            # job); the 256m default leaves no room for two jobs at once. Managed memory (only
+            # Flink's batch sorter uses it here) gives up the difference.
+            "taskmanager.memory.jvm-metaspace.size": "384m",
+            "taskmanager.memory.managed.fraction": 0.25,
             "taskmanager.numberOfTaskSlots": 2,
             "parallelism.default": 1,
             "jobmanager.execution.failover-strategy": "region",
