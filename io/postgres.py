@@ -11,7 +11,7 @@ staging tables, retries and a circuit breaker is issue #5.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -35,11 +35,12 @@ class _UpsertRowsFn(beam.DoFn):
 
         self._conn = psycopg.connect(self._dsn, autocommit=False)
 
-    def process(self, row: tuple) -> None:
+    def process(self, row: tuple) -> Iterator[None]:
         self._fields = self._fields or row._fields
         self._batch.append(tuple(row))
         if len(self._batch) >= self._batch_size:
             self._flush()
+        yield from ()  # a sink: nothing goes downstream
 
     def finish_bundle(self) -> None:
         self._flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import click
 
@@ -37,6 +38,12 @@ def main() -> None:
 
     Start the real local services with `backbone stack up`, then run a job with `backbone demo`.
     """
+    # google-api-core and google-auth warn on import about future Python and grpcio support; the
+    # versions are pinned by Beam, so the warning is noise for users of this tool.
+    warnings.filterwarnings(
+        "ignore", message="You are using a Python version", category=FutureWarning
+    )
+    warnings.filterwarnings("ignore", message="grpcio < 1.83.0", category=FutureWarning)
 
 
 @main.command()

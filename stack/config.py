@@ -41,6 +41,7 @@ FERRETDB_VERSION = "v1.24.2"
 DEFAULT_PORTS: dict[str, int] = {
     "kafka": 9092,
     "kafka_controller": 9093,
+    "registry": 8085,
     "postgres": 5432,
     "bigtable": 8086,
     "mongo": 27017,

@@ -43,7 +43,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -518,7 +518,7 @@ class KafkaStore:
         return [v.version for v in found if v.deleted or not deleted_only]
 
     def _find(self, subject: str, number: int, deleted: bool) -> Version:
-        """The version ``number`` (or ``LATEST``); call with ``_state_lock`` held."""
+        """The version ``number`` (or ``LATEST``); call with ``_state_lock`` or ``_write_lock``."""
         versions = self._state.versions_of(subject, deleted)
         if number == LATEST:
             if versions:
@@ -565,7 +565,9 @@ class KafkaStore:
             ]
         return found
 
-    def lookup(self, subject: str, text: object, schema_type: object = None, deleted=False) -> dict:
+    def lookup(
+        self, subject: str, text: object, schema_type: object = None, deleted: bool = False
+    ) -> dict:
         """The version of ``subject`` holding this schema (the newest if several).
 
         Raises:
@@ -604,15 +606,20 @@ class KafkaStore:
             )
         return level
 
-    def _parsed_schema(self, schema_id: int) -> avro.schema.Schema:
+    def _parsed_schema(self, schema_id: int, text: str) -> avro.schema.Schema:
         parsed = self._parsed.get(schema_id)
         if parsed is None:
-            with self._state_lock:
-                text = self._state.texts[schema_id]
+            # Stored schemas were validated when registered; parsing them again is only slow.
             parsed = self._parsed[schema_id] = parse_schema(text)
         return parsed
 
-    def check(self, subject: str, text: object, schema_type: object = None, number=None) -> list:
+    def check(
+        self,
+        subject: str,
+        text: object,
+        schema_type: object = None,
+        number: int | None = None,
+    ) -> list[str]:
         """Compatibility problems of a candidate schema (empty when compatible).
 
         Args:
@@ -637,8 +644,9 @@ class KafkaStore:
                 against = [v for v in live if v.version == number]
                 if not against:
                     raise version_not_found(number)
+            texts = [(v.version, v.schema_id, self._state.texts[v.schema_id]) for v in against]
         prepared = prepare_schema(text, schema_type)
-        previous = [(v.version, self._parsed_schema(v.schema_id)) for v in against]
+        previous = [(n, self._parsed_schema(i, t)) for n, i, t in texts]
         return compatibility_problems(prepared.parsed, previous, level)
 
     # -- writes --------------------------------------------------------------------------------
@@ -653,6 +661,8 @@ class KafkaStore:
             RegistryError: 42201 invalid schema, 409 incompatible at the subject's level, 5xxxx
                 when Kafka fails.
         """
+        if not subject or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in subject):
+            raise RegistryError(422, 42208, f"Invalid subject {subject!r}")
         prepared = prepare_schema(text, schema_type)
         with self._write_lock:
             state = self._state  # only writers change it, and we are the only writer now
@@ -663,7 +673,10 @@ class KafkaStore:
                 if version.schema_id == schema_id:
                     return schema_id, version.version
             level = state.level(subject)
-            previous = [(v.version, self._parsed_schema(v.schema_id)) for v in live]
+            previous = [
+                (v.version, self._parsed_schema(v.schema_id, state.texts[v.schema_id]))
+                for v in live
+            ]
             problems = compatibility_problems(prepared.parsed, previous, level)
             if problems:
                 details = ", ".join([*problems, f"{{compatibility: '{level}'}}"])
@@ -824,31 +837,6 @@ class KafkaStore:
             "deleted": deleted,
         }
 
-    # -- for tests and tools ---------------------------------------------------------------
-
-    def snapshot(self) -> dict:
-        """A JSON-able copy of the whole state (what a restart must reproduce)."""
-        with self._state_lock:
-            state = self._state
-            return {
-                "subjects": {
-                    s: [[v.version, v.schema_id, v.deleted] for v in state.versions_of(s, True)]
-                    for s in sorted(state.subjects)
-                },
-                "schemas": {str(i): state.texts[i] for i in sorted(state.texts)},
-                "configs": {str(k): str(v) for k, v in state.configs.items()},
-                "max_id": state.max_id,
-            }
-
 
 def _vkey(version: Version) -> dict:
     return {"subject": version.subject, "version": version.version}
-
-
-def parse_bool(value: str | None) -> bool:
-    """A query flag as Confluent (JAX-RS) reads it: ``true`` in any case, else false."""
-    return value is not None and value.strip().lower() == "true"
-
-
-def iter_subjects(values: Iterable[str]) -> list[str]:
-    return sorted(set(values))

@@ -15,12 +15,14 @@ def _register() -> None:
     from retail_backbone.stack.components.mongo import FerretDB
     from retail_backbone.stack.components.postgres import Postgres
     from retail_backbone.stack.components.prism import Prism
+    from retail_backbone.stack.components.registry import SchemaRegistry
     from retail_backbone.stack.components.timeseries import QuestDB
 
     ALL_COMPONENTS.extend(
         [Kafka, Postgres, BigtableEmulator, FerretDB, QuestDB, Neo4jGraph, Flink, FlinkJobServer]
     )
     ALL_COMPONENTS.append(Prism)
+    ALL_COMPONENTS.insert(ALL_COMPONENTS.index(Kafka) + 1, SchemaRegistry)  # needs Kafka only
 
 
 _register()
