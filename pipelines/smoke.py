@@ -30,7 +30,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from retail_backbone.io.dead_letters import DeadLetter, dead_letter_from_exception
+from retail_backbone.io.dead_letters import DEAD_LETTERS, DeadLetter, Origin, dead_letter
 from retail_backbone.io.kafka import (
     KafkaRecord,
     OffsetRange,
@@ -125,7 +125,7 @@ def generate_events(n: int, seed: int, bad: int) -> tuple[list[bytes], Counter]:
 class _DecodeJsonFn(beam.DoFn):
     """JSON bytes -> SmokeEvent; anything else -> a dead letter with the reason."""
 
-    DEAD = "dead_letters"
+    DEAD = DEAD_LETTERS
 
     def __init__(self) -> None:
         self._ok = Metrics.counter(PIPELINE, "decoded")
@@ -137,18 +137,16 @@ class _DecodeJsonFn(beam.DoFn):
             event = SmokeEvent(str(doc["event_id"]), str(doc["event_type"]), int(doc["event_time"]))
         except (ValueError, KeyError, TypeError) as exc:
             self._dead.inc()
-            source = f"{rec.topic}/{rec.partition}/{rec.offset}"
+            origin = Origin.kafka(rec.topic, rec.partition, rec.offset)
             yield beam.pvalue.TaggedOutput(
-                self.DEAD,
-                dead_letter_from_exception(rec.value, source, PIPELINE, "DecodeEvents", exc),
+                self.DEAD, dead_letter(rec.value, origin, PIPELINE, "DecodeEvents", exc)
             )
             return
         self._ok.inc()
         yield beam.window.TimestampedValue(event, event.event_time_ms / 1000)
 
 
-@dataclass(frozen=True)
-class SmokeOutputs:
+class SmokeOutputs(NamedTuple):
     counts: beam.PCollection
     dead_letters: beam.PCollection
 
@@ -170,7 +168,7 @@ def build_pipeline(p: beam.Pipeline, opts: SmokeOptions, ranges: list[OffsetRang
         opts.postgres_dsn, "smoke_event_counts", ("run_id", "event_type")
     )
     dead = decoded[_DecodeJsonFn.DEAD] | "DeadLetterRows" >> beam.Map(
-        lambda d: DeadLetterRow(run_id, d.source, d.stage, d.error_class, d.message, d.payload)
+        lambda d: DeadLetterRow(run_id, str(d.origin), d.stage, d.error_class, d.message, d.payload)
     ).with_input_types(DeadLetter)
     dead | "WriteDeadLetters" >> UpsertRows(
         opts.postgres_dsn, "smoke_dead_letters", ("run_id", "source")
