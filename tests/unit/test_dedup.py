@@ -1,0 +1,80 @@
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+
+from retail_backbone.io.dead_letters import Origin
+from retail_backbone.testing import make_event
+from retail_backbone.transforms.dedup import DeduplicateEvents
+
+T0 = 1_764_000_000_000
+
+
+def _events():
+    base = [make_event(event_id=f"e{i}", event_time_ms=T0 + i * 1000) for i in range(20)]
+    dupes = [
+        e._replace(ingest_time_ms=e.ingest_time_ms + 10, origin=Origin.kafka("t", 0, 99))
+        for e in base[::3]
+    ]
+    return base, dupes
+
+
+@pytest.mark.parametrize("mode", ["batch", "streaming"])
+def test_one_event_per_id_and_duplicates_counted(mode):
+    base, dupes = _events()
+    p = TestPipeline()
+    out = (
+        p
+        | beam.Create(base + dupes)
+        | DeduplicateEvents(mode=mode, shards=4)
+        | beam.Map(lambda e: (e.event_id, e.origin.kind))
+    )
+    assert_that(out, equal_to([(e.event_id, "INTERNAL") for e in base]))
+    result = p.run()
+    result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace("dedup"))[
+            "counters"
+        ]
+    }
+    assert counters == {"unique": 20, "duplicates": len(dupes)}
+
+
+def test_batch_keeps_the_earliest_ingested_copy_whatever_the_order():
+    base, dupes = _events()
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create(list(reversed(dupes + base)))
+            | DeduplicateEvents(mode="batch")
+            | beam.Map(lambda e: e.origin.kind)
+        )
+        assert_that(out, equal_to(["INTERNAL"] * 20))
+
+
+def test_streaming_forgets_ids_after_the_ttl():
+    e1 = make_event(event_id="same", event_time_ms=T0)
+    again_soon = e1._replace(event_time_ms=T0 + 30_000)
+    again_late = e1._replace(event_time_ms=T0 + 120_000)
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0 / 1000)
+        .add_elements([beam.window.TimestampedValue(e1, T0 / 1000)])
+        .add_elements([beam.window.TimestampedValue(again_soon, (T0 + 30_000) / 1000)])
+        .advance_watermark_to((T0 + 90_000) / 1000)  # past the 60 s TTL: the id is pruned
+        .add_elements([beam.window.TimestampedValue(again_late, (T0 + 120_000) / 1000)])
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = (
+            p
+            | stream
+            | DeduplicateEvents(mode="streaming", ttl_seconds=60, shards=2)
+            | beam.Map(lambda e: e.event_time_ms - T0)
+        )
+        assert_that(out, equal_to([0, 120_000]))
