@@ -12,9 +12,9 @@ Example::
     read.events        # the same typed, event-timed Events as the Kafka path
     read.dead_letters  # unreadable lines or files, with file:line coordinates
 
-Partitions outside ``[start, end)`` are pruned by their ``dt=`` path before the job starts (files are
-listed at launch: a missing root fails fast), and events inside kept partitions are filtered by
-their exact event time. Avro and Parquet files are self-describing; JSON lines go through the
+Partitions outside ``[start, end)`` are pruned by their ``dt=`` path before the job starts (files
+are listed at launch: a missing root fails fast), and events inside kept partitions are filtered
+by their exact event time. Avro and Parquet files are self-describing; JSON lines go through the
 same decoder as JSON Kafka payloads, against the subject's contract.
 """
 
