@@ -176,10 +176,9 @@ class _ClassifyFn(beam.DoFn):
             self._counters["parked"].inc()
             yield beam.pvalue.TaggedOutput("park", letter)
             return
-        if letter.origin.kind == "KAFKA" and letter.origin.topic:
-            self._counters["replayed"].inc()
-            yield letter
-        elif letter.origin.kind == "FILE" and letter.origin.file and letter.payload:
+        if (letter.origin.kind == "KAFKA" and letter.origin.topic) or (
+            letter.origin.kind == "FILE" and letter.origin.file and letter.payload
+        ):
             self._counters["replayed"].inc()
             yield letter
         else:
