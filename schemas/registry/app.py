@@ -258,7 +258,9 @@ def create_app(store: KafkaStore) -> Starlette:
         # accepted too, as Confluent's JSON mapping does.
         name = body.get("compatibility", body.get("compatibilityLevel"))
         try:
-            return Level(str(name).strip().upper())
+            if not isinstance(name, str):
+                raise ValueError(name)
+            return Level(name.strip().upper())
         except ValueError:
             raise RegistryError(
                 422,

@@ -340,15 +340,18 @@ class KafkaStore:
     def start(self, timeout: float = 60.0) -> None:
         """Create the topic if missing, read it from the beginning, open the producer.
 
+        Args:
+            timeout: seconds to wait for Kafka, and again to read the topic.
+
         Raises:
-            StoreUnavailable: Kafka did not answer within ``timeout`` seconds, or the topic
-                exists with more than one partition or without compaction.
+            StoreUnavailable: Kafka did not answer in time, the topic exists with more than one
+                partition or without compaction, or it holds a record that is not the
+                registry's.
         """
         from confluent_kafka import Producer
 
-        deadline = time.monotonic() + timeout
-        self._ensure_topic(deadline)
-        count = self._replay(deadline)
+        self._ensure_topic(time.monotonic() + timeout)
+        count = self._replay(time.monotonic() + timeout)
         self._producer = Producer(
             {
                 **self._common,
@@ -412,7 +415,13 @@ class KafkaStore:
         raise StoreUnavailable(f"Kafka at {self.bootstrap} did not answer: {last or 'timeout'}")
 
     def _replay(self, deadline: float) -> int:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+        from confluent_kafka import (
+            OFFSET_BEGINNING,
+            Consumer,
+            KafkaError,
+            KafkaException,
+            TopicPartition,
+        )
 
         consumer = Consumer(
             {
@@ -425,9 +434,12 @@ class KafkaStore:
         )
         count = 0
         try:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=max(1.0, deadline - time.monotonic())
-            )
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, 0), timeout=max(1.0, deadline - time.monotonic())
+                )
+            except KafkaException as exc:
+                raise StoreUnavailable(f"reading the end offset of {self.topic}: {exc}") from exc
             if high <= 0:
                 return 0
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
@@ -438,9 +450,14 @@ class KafkaStore:
                         if err.code() == KafkaError._PARTITION_EOF:
                             return count
                         raise StoreUnavailable(f"reading {self.topic}: {err}")
-                    value = msg.value()
-                    key = json.loads(msg.key())
-                    self._state.apply(key, None if value is None else json.loads(value))
+                    try:
+                        key, value = json.loads(msg.key()), msg.value()
+                        self._state.apply(key, None if value is None else json.loads(value))
+                    except (TypeError, ValueError, KeyError) as exc:
+                        # Serving a state with a hole in it would be worse than not serving.
+                        raise StoreUnavailable(
+                            f"{self.topic} offset {msg.offset()} is not a registry record: {exc}"
+                        ) from exc
                     count += 1
             raise StoreUnavailable(f"reading {self.topic} did not reach its end in time")
         finally:

@@ -25,7 +25,9 @@ _DRIVER = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 # resolution. Listed instead are the jars KafkaIO needs that beam-runners-flink does not already
 # bring: the Kafka client, its zstd codec, Beam's Avro extension with Avro, Spring's expression
 # language (KafkaIO bridges Kafka client versions with it) and an SLF4J binding, without which the
-# job server logs nothing at all.
+# job server logs nothing at all. jamm is the Java SDK harness's memory meter, a "provided"
+# dependency of beam-sdks-java-harness: without it the in-process (EMBEDDED environment) harness
+# that runs expanded Java transforms such as KafkaIO inside the Flink task manager fails to start.
 KAFKA_CLIENTS_VERSION = "3.9.1"
 _EXTRA_JARS = [
     f"org.apache.beam:beam-sdks-java-io-kafka:{BEAM_VERSION}",
@@ -37,6 +39,7 @@ _EXTRA_JARS = [
     "org.springframework:spring-core:5.3.27",
     "org.springframework:spring-jcl:5.3.27",
     "org.slf4j:slf4j-simple:1.7.30",
+    "com.github.jbellis:jamm:0.4.0",
 ]
 
 # slf4j-simple: timestamps, and no multi-thousand-line metrics dump after every job.
