@@ -62,7 +62,7 @@ class GeneratorConfig:
     anonymous_share: float = 0.3
     return_rate: float = 0.08
     return_window_days: int = 30
-    cancel_rate: float = 0.015
+    cancel_rate: float = 0.012
     card_testing_per_day: float = 0.5
     velocity_per_day: float = 0.5
     impossible_travel_per_day: float = 0.5
@@ -95,12 +95,27 @@ class GeneratorConfig:
     @property
     def start_ms(self) -> int:
         """Epoch milliseconds of ``start`` at 00:00 UTC."""
-        return int(datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp()) * 1000
+        return (
+            int(datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp())
+            * 1000
+        )
 
     @property
     def end_ms(self) -> int:
         """Exclusive end of the simulated range."""
         return self.start_ms + self.days * DAY_MS
+
+    def world_key(self) -> tuple:
+        """The fields ``build_world`` depends on (a world can be reused across equal keys)."""
+        return (
+            self.seed,
+            self.start,
+            self.n_products,
+            self.n_locations,
+            self.n_customers,
+            self.events_per_day,
+            self.fc_share,
+        )
 
     def day_factor(self, day_index: int) -> float:
         """Traffic factor of simulated day ``day_index`` (weekly pattern times peak)."""

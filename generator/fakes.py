@@ -187,7 +187,8 @@ def _postal(rng: random.Random, country: str, prefix: str) -> str:
         u = _UPPER
         return f"{u[r(23)]}{r(10)}{u[r(23)]} {r(10)}{u[r(23)]}{r(10)}"
     if country == "GB":
-        return f"{rng.choice(('SW', 'NW', 'E', 'M', 'BS'))}{1 + r(20)} {r(10)}{_UPPER[r(23)]}{_UPPER[r(23)]}"
+        area = rng.choice(("SW", "NW", "E", "M", "BS"))
+        return f"{area}{1 + r(20)} {r(10)}{_UPPER[r(23)]}{_UPPER[r(23)]}"
     if country == "NL":
         return f"{1000 + r(9000)} {_UPPER[r(23)]}{_UPPER[r(23)]}"
     if country == "JP":
@@ -199,7 +200,7 @@ def _postal(rng: random.Random, country: str, prefix: str) -> str:
 
 def _street(rng: random.Random, country: str) -> str:
     name = rng.choice(STREETS)
-    number = 1 + int(rng.paretovariate(1.2) * 10) % 9800
+    number = int(10 ** rng.uniform(0.0, 4.0))  # house numbers: many small, some 4-digit
     if country in ("US", "CA", "AU"):
         street = f"{number} {name} {rng.choice(SUFFIXES)}"
         return street + (f" Apt {1 + rng.randrange(40)}" if rng.random() < 0.2 else "")
@@ -232,9 +233,15 @@ def fake_person(rng: random.Random, country: str, city: City | None, serial: int
         city_name, prefix, area = rng.choice(COUNTRIES[country].cities), "", ""
     phone = _phone(rng, country, area) if rng.random() < 0.88 else None
     return Person(
-        first, last, email, phone, _street(rng, country), city_name, _postal(rng, country, prefix),
+        first,
+        last,
+        email,
+        phone,
+        _street(rng, country),
+        city_name,
+        _postal(rng, country, prefix),
         country,
-    )  # fmt: skip
+    )
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

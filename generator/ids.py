@@ -20,8 +20,8 @@ import numpy as np
 
 __all__ = ["IdFactory", "np_rng", "stream_rng"]
 
-_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
-_UUID_SET = (0x4 << 76) | (0x2 << 62)
+UUID_V4_CLEAR = ~((0xF << 76) | (0x3 << 62))
+UUID_V4_SET = (0x4 << 76) | (0x2 << 62)
 
 
 def _seed_bytes(seed: int, name: str) -> bytes:
@@ -49,12 +49,12 @@ class IdFactory:
     def uuid4(self) -> str:
         """A random (version 4, RFC 4122 variant) UUID string."""
         # Formatting the integer directly is ~3x faster than uuid.UUID(...) and gives the same text.
-        h = "%032x" % ((self._bits(128) & _UUID_CLEAR) | _UUID_SET)
+        h = f"{(self._bits(128) & UUID_V4_CLEAR) | UUID_V4_SET:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def hex(self, chars: int) -> str:
         """``chars`` random lowercase hex digits."""
-        return "%0*x" % (chars, self._bits(chars * 4))
+        return f"{self._bits(chars * 4):0{chars}x}"
 
     def token(self, prefix: str, chars: int = 12) -> str:
         """``<prefix>_<hex>``, e.g. an order or session id."""

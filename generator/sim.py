@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from math import log as _log
 from typing import Any
 
 from retail_backbone.generator.config import DAY_MS
 from retail_backbone.generator.contracts import contracts
-from retail_backbone.generator.ids import IdFactory, stream_rng
+from retail_backbone.generator.ids import UUID_V4_CLEAR, UUID_V4_SET, IdFactory, stream_rng
 
 __all__ = ["Process", "Simulation", "poisson"]
 
@@ -57,19 +58,24 @@ class Simulation:
         self.end_ms = end_ms
         self.now = start_ms
         self.rng = stream_rng(seed, "traffic")
-        self.ids = IdFactory(stream_rng(seed, "event-ids"))
-        self._delay_rng = stream_rng(seed, "ingest-delay")
+        self.ids = IdFactory(stream_rng(seed, "entity-ids"))  # orders, sessions, payments ...
+        self._event_bits = stream_rng(seed, "event-ids").getrandbits
+        self._delay_random = stream_rng(seed, "ingest-delay").random
+        self._trace_bits = stream_rng(seed, "trace-ids").getrandbits
         self._heap: list[tuple[int, int, Process]] = []
         self._seq = 0
         self._out: list[dict] = []
-        self._meta = {
-            t: (c.subject, c.version) for t, c in contracts().items()
-        }  # event type -> (subject, version)
+        # event type -> (registry subject, schema version) of the latest contract
+        self._meta = {t: (c.subject, c.version) for t, c in contracts().items()}
         self.counts_by_day: list[dict[str, int]] = []
         self._today: dict[str, int] = {}
         self._day_end = start_ms  # forces the first day's counter to open
 
     # -- processes -------------------------------------------------------------------------
+
+    def call_at(self, when: int, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` once at ``when`` (a one-step process)."""
+        self.spawn(_once(fn, args), at=when)
 
     def spawn(self, proc: Process, at: int | None = None) -> None:
         """Start ``proc`` at ``at`` (default: now). Its first step runs at that time."""
@@ -131,11 +137,14 @@ class Simulation:
         """
         now = self.now
         subject, version = self._meta[event_type]
-        delay = int(self._delay_rng.expovariate(1.0 / _INGEST_MEAN_MS[source]))
-        if source == "MOBILE" and self._delay_rng.random() < _LATE_MOBILE:
-            delay += self._delay_rng.randrange(60_000, 1_800_000)
+        rnd = self._delay_random
+        # Exponential delay by inversion (what expovariate does, without the call overhead).
+        delay = int(-_log(1.0 - rnd()) * _INGEST_MEAN_MS[source])
+        if source == "MOBILE" and rnd() < _LATE_MOBILE:
+            delay += 60_000 + int(rnd() * 1_740_000)
+        h = f"{(self._event_bits(128) & UUID_V4_CLEAR) | UUID_V4_SET:032x}"
         event["envelope"] = {
-            "event_id": self.ids.uuid4(),
+            "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
             "event_type": event_type,
             "event_time": now,
             "ingest_time": now + delay,
@@ -153,7 +162,7 @@ class Simulation:
 
     def trace_id(self) -> str:
         """A W3C-style 32-hex trace id."""
-        return self.ids.hex(32)
+        return f"{self._trace_bits(128):032x}"
 
     @property
     def day_index(self) -> int:
@@ -163,6 +172,11 @@ class Simulation:
     def pending(self) -> int:
         """Suspended processes (memory is proportional to this, not to events emitted)."""
         return len(self._heap)
+
+
+def _once(fn: Callable[..., object], args: tuple) -> Process:
+    fn(*args)
+    yield from ()
 
 
 def poisson(rng: random.Random, lam: float) -> int:

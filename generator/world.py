@@ -60,8 +60,8 @@ _TIER_PRICE = (0.7, 1.0, 1.45, 2.3)  # brand tier -> price multiplier
 
 # Units bought per event of an ordinary day, measured on generated traffic; only used to size the
 # initial stock and reorder points, so a rough value is enough.
-ONLINE_UNITS_PER_EVENT = 0.0036
-STORE_UNITS_PER_EVENT = 0.0030
+ONLINE_UNITS_PER_EVENT = 0.008
+STORE_UNITS_PER_EVENT = 0.0028
 
 
 @dataclass(frozen=True)
@@ -90,14 +90,14 @@ class Segment:
 
 # fmt: off
 SEGMENTS: tuple[Segment, ...] = (
-    Segment("bargain_hunter", 0.22, 1.1, (0.55, 0.33, 0.10, 0.02), 0.9, 0.36, 0.55, 0.06,
+    Segment("bargain_hunter", 0.22, 1.1, (0.55, 0.33, 0.10, 0.02), 0.9, 0.36, 0.55, 0.05,
             (("Grocery", 1.6), ("Apparel", 1.2), ("Health", 1.3))),
-    Segment("mainstream", 0.38, 1.0, (0.25, 0.50, 0.20, 0.05), 1.0, 0.40, 0.50, 0.04),
+    Segment("mainstream", 0.38, 1.0, (0.25, 0.50, 0.20, 0.05), 1.0, 0.40, 0.50, 0.035),
     Segment("premium", 0.12, 0.9, (0.06, 0.30, 0.42, 0.22), 1.1, 0.46, 0.45, 0.02,
             (("Electronics", 1.6), ("Beauty", 1.3), ("Footwear", 1.2))),
-    Segment("family", 0.16, 1.2, (0.35, 0.45, 0.15, 0.05), 1.2, 0.42, 0.40, 0.04,
+    Segment("family", 0.16, 1.2, (0.35, 0.45, 0.15, 0.05), 1.2, 0.42, 0.40, 0.035,
             (("Toys & Games", 2.0), ("Grocery", 1.5), ("Pet Supplies", 1.4))),
-    Segment("occasional", 0.12, 0.35, (0.30, 0.45, 0.20, 0.05), 0.8, 0.32, 0.60, 0.05,
+    Segment("occasional", 0.12, 0.35, (0.30, 0.45, 0.20, 0.05), 0.8, 0.32, 0.60, 0.04,
             (("Books & Media", 1.3), ("Electronics", 1.2))),
 )
 
@@ -362,7 +362,7 @@ def _brand_names(rng: random.Random, n: int) -> list[str]:
     return names
 
 
-def _round_price(dollars: float) -> int:
+def round_price(dollars: float) -> int:
     """Retail price points: x.99 above $10, x.49/x.99 below; never below $0.99."""
     if dollars >= 10:
         return max(999, round(dollars) * 100 - 1)
@@ -387,7 +387,9 @@ def _build_catalog(cfg: GeneratorConfig) -> tuple[list[Subcategory], list[Brand]
 
     sizes = nrng.gamma(2.0, 1.0, len(subcats))
     assign = list(range(len(subcats)))[: cfg.n_products]
-    assign += nrng.choice(len(subcats), cfg.n_products - len(assign), p=sizes / sizes.sum()).tolist()
+    assign += nrng.choice(
+        len(subcats), cfg.n_products - len(assign), p=sizes / sizes.sum()
+    ).tolist()
     noise = nrng.lognormal(0.0, 0.3, cfg.n_products)
     popularity = nrng.lognormal(0.0, 1.1, cfg.n_products)
 
@@ -396,12 +398,14 @@ def _build_catalog(cfg: GeneratorConfig) -> tuple[list[Subcategory], list[Brand]
         sc = subcats[s]
         candidates = by_top[sc.top]
         brand = rng.choices(candidates, [b.popularity for b in candidates])[0]
-        cents = _round_price(sc.median_price * _TIER_PRICE[brand.tier] * float(noise[p]))
+        cents = round_price(sc.median_price * _TIER_PRICE[brand.tier] * float(noise[p]))
         family = sc.family
         attrs = {k: rng.choice(v) for k, v in ATTRIBUTES[family].items()}
         model = f"{rng.choice('AKMSVXZ')}{rng.randrange(1, 99) * 10}" if family == "tech" else ""
         title = " ".join(
-            x for x in (brand.name, rng.choice(_ADJECTIVES[family]), rng.choice(sc.nouns), model) if x
+            x
+            for x in (brand.name, rng.choice(_ADJECTIVES[family]), rng.choice(sc.nouns), model)
+            if x
         )
         raw.append((p, s, brand.index, cents, title, attrs))
 
@@ -440,7 +444,9 @@ def _build_locations(cfg: GeneratorConfig) -> list[Location]:
         hub = FC_HUBS[i % len(FC_HUBS)]
         suffix = f" {i // len(FC_HUBS) + 1}" if i >= len(FC_HUBS) else ""
         locations.append(
-            Location(i, f"FC-{i + 1:02d}", "FC", f"{hub} Fulfillment Center{suffix}", by_name[hub], 1.0)
+            Location(
+                i, f"FC-{i + 1:02d}", "FC", f"{hub} Fulfillment Center{suffix}", by_name[hub], 1.0
+            )
         )
     per_city: dict[str, int] = {}
     weights = [c.weight for c in US_CITIES]
@@ -487,10 +493,12 @@ def make_customer(
     fc_order = tuple(
         sorted(
             world.fcs,
-            key=lambda f: (distance_km(lat, lon, world.locations[f].city.lat,
-                                       world.locations[f].city.lon), f),
+            key=lambda f: (
+                distance_km(lat, lon, world.locations[f].city.lat, world.locations[f].city.lon),
+                f,
+            ),
         )
-    )  # fmt: skip
+    )
 
     # Latent category taste: 3-6 subcategories drawn by the segment's appeal, Dirichlet weights.
     appeal = world.subcat_appeal[segment]
@@ -635,8 +643,10 @@ def build_world(config: GeneratorConfig) -> World:
                 [p.index for p in members],
                 _cumulative([p.popularity * aff[p.band] for p in members]),
             )
-    appeal = [_cumulative([w if s in by_sub else 0.0 for s, w in enumerate(row)])
-              for row in _subcat_appeal(subcats)]  # fmt: skip
+    appeal = [
+        _cumulative([w if s in by_sub else 0.0 for s, w in enumerate(row)])
+        for row in _subcat_appeal(subcats)
+    ]
     by_price = sorted(products, key=lambda p: (p.list_price_cents, p.index))
     cut = max(5, len(products) // 20)
     premium = [p.index for p in products if p.band >= 2 and p.categories[0] == "Electronics"]
