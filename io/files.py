@@ -166,7 +166,25 @@ class _ReadFileFn(beam.DoFn):
             else:
                 import pyarrow.parquet as pq
 
-                yield from pq.read_table(fh).to_pylist()
+                table = pq.read_table(fh)
+                fields = list(table.schema)
+                for row in table.to_pylist():
+                    yield {f.name: _maps_as_dicts(row[f.name], f.type) for f in fields}
+
+
+def _maps_as_dicts(value: Any, arrow_type: Any) -> Any:
+    """pyarrow 16 returns map values as lists of pairs; fastavro gives dicts. Match fastavro."""
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if pa.types.is_map(arrow_type):
+        return {k: _maps_as_dicts(v, arrow_type.item_type) for k, v in value}
+    if pa.types.is_struct(arrow_type):
+        return {f.name: _maps_as_dicts(value[f.name], f.type) for f in arrow_type}
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return [_maps_as_dicts(v, arrow_type.value_type) for v in value]
+    return value
 
 
 class _RangeFilterFn(beam.DoFn):

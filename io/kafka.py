@@ -7,7 +7,8 @@ Example::
 
 The end offsets are taken when the pipeline is built (validated at launch: an unreachable broker
 or a missing topic fails before the job starts), so the read is bounded and runs on every runner.
-The unbounded splittable source with committed offsets and watermarks is issue #4.
+The unbounded splittable source with committed offsets and watermarks is ``ReadFromKafkaEvents``
+in ``retail_backbone.io.kafka_source``; both produce ``KafkaRecord``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+
+from retail_backbone.io.dead_letters import Origin
 
 __all__ = [
     "KafkaRecord",
@@ -28,7 +31,11 @@ __all__ = [
 
 
 class KafkaRecord(NamedTuple):
-    """One Kafka message with its coordinates."""
+    """One Kafka message with its coordinates.
+
+    ``timestamp_ms`` is the record's Kafka timestamp (producers set it to the envelope's
+    event time), or -1 when the broker reports none.
+    """
 
     key: bytes | None
     value: bytes
@@ -36,6 +43,11 @@ class KafkaRecord(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
+
+    @property
+    def origin(self) -> Origin:
+        """Where the record came from, as dead letters and ``DecodeEvents`` record it."""
+        return Origin.kafka(self.topic, self.partition, self.offset)
 
 
 class OffsetRange(NamedTuple):

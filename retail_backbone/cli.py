@@ -341,6 +341,163 @@ def schemas_register(registry: str, root: str | None, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
 
 
+# -- generate ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--seed", default=7, show_default=True, help="Random seed: same seed, same bytes.")
+@click.option(
+    "--start",
+    default="2025-11-24",
+    show_default=True,
+    help="First simulated day (YYYY-MM-DD, UTC).",
+)
+@click.option("--days", default=7, show_default=True, help="Number of simulated days.")
+@click.option(
+    "--events-per-day", default=100_000, show_default=True, help="Approximate events per day."
+)
+@click.option("--products", default=2_000, show_default=True, help="Catalog size.")
+@click.option("--locations", default=50, show_default=True, help="Stores + fulfillment centers.")
+@click.option("--customers", default=20_000, show_default=True, help="Customer count.")
+@click.option(
+    "--peak-day", default=None, help="Day with peak traffic (YYYY-MM-DD), e.g. Black Friday."
+)
+@click.option(
+    "--peak-multiplier", default=10.0, show_default=True, help="Traffic multiplier on the peak day."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write date-partitioned files here: <out>/<event_type>/dt=YYYY-MM-DD/part-00000.<ext>.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["avro", "parquet", "jsonl"]),
+    default="avro",
+    show_default=True,
+    help="File format with --out.",
+)
+@click.option("--kafka", "bootstrap", default=None, metavar="HOST:PORT", help="Produce to Kafka.")
+@click.option(
+    "--registry",
+    default="http://127.0.0.1:8085",
+    show_default=True,
+    help="Schema registry for --kafka (Confluent wire format).",
+)
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    help="Target events/s to Kafka (0: as fast as possible).",
+)
+@click.option(
+    "--legacy-erp",
+    "erp_dsn",
+    default=None,
+    metavar="DSN",
+    help="Also seed a 'legacy_erp' Postgres database (products, inventory, customers).",
+)
+@click.option(
+    "--fraud-truth",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the injected fraud incidents (ground truth) to this JSONL file.",
+)
+@click.option(
+    "--preferences",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write customers' latent preferences (for scoring recommenders) as JSONL.",
+)
+@_JSON
+def generate(
+    seed: int,
+    start: str,
+    days: int,
+    events_per_day: int,
+    products: int,
+    locations: int,
+    customers: int,
+    peak_day: str | None,
+    peak_multiplier: float,
+    out: str | None,
+    fmt: str,
+    bootstrap: str | None,
+    registry: str,
+    rate: float,
+    erp_dsn: str | None,
+    fraud_truth: str | None,
+    preferences: str | None,
+    as_json: bool,
+) -> None:
+    """Generate deterministic retail traffic to files and/or Kafka.
+
+    \b
+    Examples:
+      backbone generate --days 1 --out data/backfill --format parquet
+      backbone generate --days 1 --kafka 127.0.0.1:9092 --rate 5000
+    """
+    import datetime as dt
+
+    from retail_backbone import generator as gen
+
+    if not (out or bootstrap or erp_dsn):
+        raise click.UsageError("choose at least one output: --out, --kafka or --legacy-erp")
+    if out and bootstrap:
+        raise click.UsageError("--out and --kafka generate the stream twice; run them separately")
+    try:
+        config = gen.GeneratorConfig(
+            seed=seed,
+            start=dt.date.fromisoformat(start),
+            days=days,
+            events_per_day=events_per_day,
+            n_products=products,
+            n_locations=locations,
+            n_customers=customers,
+            peak_day=dt.date.fromisoformat(peak_day) if peak_day else None,
+            peak_multiplier=peak_multiplier,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    report: dict = {"config": {"seed": seed, "start": start, "days": days}}
+    world = gen.build_world(config)
+    if erp_dsn:
+        report["legacy_erp"] = gen.seed_legacy_erp(world, erp_dsn).to_dict()
+    if out or bootstrap:
+        stream = gen.generate_events(config, world=world)
+        if out:
+            report["files"] = gen.write_files(stream, out, fmt).to_dict()
+        else:
+            try:
+                report["kafka"] = gen.produce_to_kafka(
+                    stream, bootstrap, registry, rate, progress=not as_json
+                ).to_dict()
+            except gen.KafkaSinkError as exc:
+                _echo_err(f"generate failed: {exc}")
+                sys.exit(1)
+        report["summary"] = stream.summary().to_dict()
+        if fraud_truth:
+            report["fraud_incidents"] = gen.write_fraud_truth(stream.fraud, fraud_truth)
+    if preferences:
+        report["preferences"] = gen.write_preferences(world, preferences)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    summary = report.get("summary")
+    if summary:
+        click.echo(f"generated {summary['total']} events over {days} day(s) (seed {seed})")
+        for event_type, count in sorted(summary["by_type"].items(), key=lambda kv: -kv[1]):
+            click.echo(f"  {event_type:20} {count:>10}")
+    if out:
+        click.echo(f"files: {out} ({fmt})")
+    if bootstrap:
+        click.echo(f"kafka: {bootstrap} topics retail.<event_type>")
+    if erp_dsn:
+        click.echo(f"legacy ERP seeded: {report['legacy_erp']}")
+
+
 # -- jobs ------------------------------------------------------------------------------------------
 
 

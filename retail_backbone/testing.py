@@ -9,13 +9,20 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import pickle
+import tempfile
 import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+import apache_beam as beam
 
 from retail_backbone.io.dead_letters import Origin
 from retail_backbone.io.events import Event
 
-__all__ = ["make_event"]
+__all__ = ["collect", "make_event"]
 
 
 def make_event(
@@ -43,3 +50,34 @@ def make_event(
         payload=payload or {},
         origin=origin or Origin("INTERNAL"),
     )
+
+
+def collect(
+    build: Callable[[beam.Pipeline], Mapping[str, beam.PCollection]],
+    options: beam.options.pipeline_options.PipelineOptions | None = None,
+) -> dict[str, list[Any]]:
+    """Run a pipeline and return the elements of the named PCollections ``build`` returns.
+
+    Elements travel through files, so this works on any runner (a list captured by a lambda
+    would be pickled and filled in a copy).
+
+    Example::
+
+        out = collect(lambda p: {"events": (p | ReadEventFiles(root, "t")).events})
+        assert len(out["events"]) == 42
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        p = beam.Pipeline(options=options)
+        for name, pcoll in build(p).items():
+            _ = (
+                pcoll
+                | f"Encode{name}" >> beam.Map(lambda x: base64.b64encode(pickle.dumps(x)).decode())
+                | f"Write{name}" >> beam.io.WriteToText(f"{tmp}/{name}", shard_name_template="")
+            )
+        result = p.run()
+        result.wait_until_finish()
+        out: dict[str, list[Any]] = {}
+        for path in Path(tmp).iterdir():
+            lines = path.read_text().splitlines()
+            out[path.name] = [pickle.loads(base64.b64decode(line)) for line in lines]
+        return out

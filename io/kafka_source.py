@@ -1,0 +1,1209 @@
+"""``ReadFromKafkaEvents``: one Kafka source, two engines (Python SDF or Beam's Java KafkaIO).
+
+Example::
+
+    from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StartPosition, StopPosition
+
+    records = p | "ReadEvents" >> ReadFromKafkaEvents(
+        "127.0.0.1:9092",
+        "retail.events",
+        group_id="inventory",                      # offsets are committed to this group
+        start=StartPosition.committed(),           # or earliest(), latest(), at_timestamp(ms),
+                                                   #    at_offsets({partition: offset})
+        stop=StopPosition.when_idle(5),            # None reads forever; also at_offsets(),
+                                                   #    at_timestamp(ms)
+        max_out_of_orderness=10.0,
+    )
+    decoded = records | DecodeEvents("inventory", fmt="avro", registry_url=...)
+
+    # Choose the engine on the command line (default: java on Flink, python elsewhere):
+    options = PipelineOptions([*runner_args("flink", cfg), *kafka_io_args("java")])
+
+Every element is a ``KafkaRecord`` (``.origin`` gives ``Origin.kafka(topic, partition, offset)``)
+timestamped with its Kafka record timestamp, which producers set to the envelope's event time.
+
+**Python engine** (default on Prism and the direct runner): a splittable DoFn whose elements are
+topic partitions and whose restriction is the partition's offset range ``[start, stop)``
+(``stop`` is ``sys.maxsize`` for an open-ended read). One confluent-kafka consumer per DoFn
+instance (built in ``setup()``, closed in ``teardown()``) is assigned to the restriction's
+partition at every ``process`` call. A call reads for at most ``checkpoint_every`` seconds and then
+checkpoints (``defer_remainder``), so that partitions share workers, and outputs, watermark and
+offset commits reach the runner regularly. The restriction is never split anywhere but at a
+checkpoint: a partition is read by one reader at a time, in offset order, which keeps committed
+offsets meaningful.
+
+* Start and stop positions are resolved to offsets when the pipeline is built
+  (``plan_partition_reads``), which also validates the broker and topics: an unreachable broker
+  or a missing topic raises ``KafkaUnavailable`` naming them before the job starts.
+* Watermark (``ManualWatermarkEstimator``): the highest record timestamp seen on the partition
+  minus ``max_out_of_orderness``. **Idle rule**: when a poll returns nothing and the reader has
+  no backlog (its next offset is the partition's end offset), the watermark moves to
+  ``now - max_out_of_orderness``: a record produced later carries an event time close to now, so
+  an idle partition does not hold back windows of the busy ones. This is the rule of Java
+  KafkaIO's ``CustomTimestampPolicyWithLimitedDelay``. The watermark never moves backwards.
+* Offsets are committed to ``group_id`` (the next offset to read, Kafka's convention) from a
+  bundle finalizer, i.e. only after the runner has durably committed the bundle's output. Prism
+  and the direct runner (FnApiRunner) call finalizers; a failed commit is logged, not raised.
+* Stop ``when_idle(n)`` ends a partition once it returned no records for ``n`` seconds in a row;
+  when every partition is done, the pipeline finishes. A topic deleted while it is read raises
+  ``KafkaTopicDeleted``.
+* New partitions (read without a stop position only): every ``discover_partitions_every`` seconds
+  a ``PeriodicImpulse`` lists the topics' partitions; partitions unknown at launch are emitted
+  once (a stateful DoFn keyed by partition deduplicates) and read from their earliest offset
+  (or the group's committed offset when starting from committed offsets).
+
+**Java engine** (default on Flink, the only engine there: unbounded Python SDFs are broken on
+portable Flink before Beam 2.76, apache/beam#19637 and #22809): Beam's Java KafkaIO through
+``apache_beam.io.kafka.ReadFromKafka(with_metadata=True)``, expanded by the Flink job server's
+expansion service. The expanded Java steps run in an ``EMBEDDED`` environment (the Java SDK
+harness inside the Flink task manager; there is no Docker here), and the job server jar is not
+downloaded per expansion: the expanded environment's artifacts are dropped because the jar is
+already on the Flink job's classpath. It supports the start positions committed, earliest,
+latest (without ``group_id``) and timestamp, and the stop ``StopPosition.after_records(n)``
+(KafkaIO's ``max_num_records``) or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder
+from apache_beam.io.iobase import RestrictionProgress
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from retail_backbone.io.kafka import KafkaRecord, KafkaUnavailable
+
+__all__ = [
+    "DEFAULT_EXPANSION_SERVICE",
+    "KafkaIOOptions",
+    "KafkaTopicDeleted",
+    "PartitionRead",
+    "ReadFromKafkaEvents",
+    "StartPosition",
+    "StopPosition",
+    "kafka_io_args",
+    "kafka_io_engine",
+    "plan_partition_reads",
+]
+
+_LOG = logging.getLogger(__name__)
+
+#: The Flink job server's expansion service (stack component ``jobserver``).
+DEFAULT_EXPANSION_SERVICE = "127.0.0.1:8097"
+#: Restriction stop of an open-ended partition read.
+UNBOUNDED = sys.maxsize
+
+Engine = Literal["python", "java"]
+_ENGINES = ("python", "java")
+# The Java SDK's name of the environment that runs a Java SDK harness inside the runner's JVM.
+_EMBEDDED_ENV = "EMBEDDED"
+
+
+class KafkaTopicDeleted(KafkaUnavailable):
+    """A topic disappeared while the pipeline was reading it."""
+
+
+# -- start and stop positions ---------------------------------------------------------------------
+
+OffsetKey = int | tuple[str, int]
+
+
+def _millis(when: int | float | dt.datetime) -> int:
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise ValueError(f"{when!r} has no time zone; pass an aware datetime")
+        return int(when.timestamp() * 1000)
+    return int(when)
+
+
+def _frozen_offsets(offsets: Mapping[OffsetKey, int]) -> tuple[tuple[OffsetKey, int], ...]:
+    if not offsets:
+        raise ValueError("offsets must name at least one partition")
+    return tuple(sorted(((k, int(v)) for k, v in offsets.items()), key=lambda kv: repr(kv[0])))
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    """Where each partition's read begins; build it with the class methods.
+
+    Attributes:
+        kind: ``committed``, ``earliest``, ``latest``, ``timestamp`` or ``offsets``.
+        timestamp_ms: For ``timestamp``: the first record with a timestamp at or after it.
+        offsets: For ``offsets``: ``(partition or (topic, partition), offset)`` pairs.
+        fallback: For ``committed``: where partitions without a committed offset begin.
+    """
+
+    kind: Literal["committed", "earliest", "latest", "timestamp", "offsets"]
+    timestamp_ms: int | None = None
+    offsets: tuple[tuple[OffsetKey, int], ...] = ()
+    fallback: Literal["earliest", "latest"] = "earliest"
+
+    @classmethod
+    def committed(cls, fallback: Literal["earliest", "latest"] = "earliest") -> StartPosition:
+        """The consumer group's committed offsets (``group_id`` is required)."""
+        if fallback not in ("earliest", "latest"):
+            raise ValueError(f"fallback must be 'earliest' or 'latest', not {fallback!r}")
+        return cls("committed", fallback=fallback)
+
+    @classmethod
+    def earliest(cls) -> StartPosition:
+        """The oldest retained record of every partition."""
+        return cls("earliest")
+
+    @classmethod
+    def latest(cls) -> StartPosition:
+        """The end of every partition when the pipeline is built: only records produced later."""
+        return cls("latest")
+
+    @classmethod
+    def at_timestamp(cls, when: int | float | dt.datetime) -> StartPosition:
+        """The first record whose timestamp is at or after ``when`` (epoch ms or aware datetime)."""
+        return cls("timestamp", timestamp_ms=_millis(when))
+
+    @classmethod
+    def at_offsets(cls, offsets: Mapping[OffsetKey, int]) -> StartPosition:
+        """Explicit offsets for every partition, keyed by partition (one topic) or (topic, p)."""
+        return cls("offsets", offsets=_frozen_offsets(offsets))
+
+
+@dataclass(frozen=True)
+class StopPosition:
+    """Where each partition's read ends (exclusive); build it with the class methods.
+
+    Attributes:
+        kind: ``offsets``, ``timestamp``, ``idle`` or ``records`` (Java engine only).
+        timestamp_ms: For ``timestamp``: stop before the first record at or after it.
+        offsets: For ``offsets``: ``(partition or (topic, partition), offset)`` pairs.
+        idle_seconds: For ``idle``: stop a partition after this long without new records.
+        max_records: For ``records``: stop after this many records over all partitions.
+    """
+
+    kind: Literal["offsets", "timestamp", "idle", "records"]
+    timestamp_ms: int | None = None
+    offsets: tuple[tuple[OffsetKey, int], ...] = ()
+    idle_seconds: float | None = None
+    max_records: int | None = None
+
+    @classmethod
+    def at_offsets(cls, offsets: Mapping[OffsetKey, int]) -> StopPosition:
+        """Explicit end offsets (exclusive) for every partition."""
+        return cls("offsets", offsets=_frozen_offsets(offsets))
+
+    @classmethod
+    def at_timestamp(cls, when: int | float | dt.datetime) -> StopPosition:
+        """Before the first record at or after ``when``; resolved to offsets at launch.
+
+        Records produced after launch are not read even if their timestamp is earlier: the cut is
+        by offset, which is exact when timestamps grow with offsets within a partition.
+        """
+        return cls("timestamp", timestamp_ms=_millis(when))
+
+    @classmethod
+    def when_idle(cls, seconds: float) -> StopPosition:
+        """End a partition once it returned no new records for ``seconds`` in a row."""
+        if seconds <= 0:
+            raise ValueError("idle seconds must be positive")
+        return cls("idle", idle_seconds=float(seconds))
+
+    @classmethod
+    def after_records(cls, count: int) -> StopPosition:
+        """Java engine only: stop after ``count`` records in total (KafkaIO max_num_records)."""
+        if count <= 0:
+            raise ValueError("count must be positive")
+        return cls("records", max_records=int(count))
+
+
+# -- launch-time planning -------------------------------------------------------------------------
+
+
+class PartitionRead(NamedTuple):
+    """One partition's offsets to read: ``[start, stop)``, ``stop`` None for open-ended."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int | None
+
+
+def _consumer_config(
+    bootstrap: str, group_id: str | None, extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        # librdkafka wants a group even for assign(); nothing is committed without group_id.
+        "group.id": group_id or "_backbone_kafka_source",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # Only reached when a start offset fell out of retention before it was read.
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "log_level": 0,
+        **(extra or {}),
+    }
+
+
+def _resolve_offsets(
+    what: str, pairs: tuple[tuple[OffsetKey, int], ...], partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    topics = sorted({t for t, _ in partitions})
+    resolved: dict[tuple[str, int], int] = {}
+    for key, offset in pairs:
+        if isinstance(key, int):
+            if len(topics) != 1:
+                raise ValueError(f"{what} offsets keyed by partition need exactly one topic")
+            key = (topics[0], key)
+        resolved[(key[0], int(key[1]))] = offset
+    unknown = sorted(set(resolved) - set(partitions))
+    if unknown:
+        raise ValueError(f"{what} offsets name partitions that do not exist: {unknown}")
+    missing = sorted(set(partitions) - set(resolved))
+    if missing:
+        raise ValueError(f"{what} offsets must name every partition; missing {missing}")
+    return resolved
+
+
+def _list_partitions(
+    consumer: Any, bootstrap: str, topics: Sequence[str], timeout: float
+) -> list[tuple[str, int]]:
+    from confluent_kafka import KafkaException
+
+    try:
+        # All topics, not list_topics(topic): asking for one topic may auto-create it.
+        metadata = consumer.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"Kafka at {bootstrap} is unreachable (no metadata within {timeout:g}s): {exc}"
+        ) from exc
+    partitions = []
+    for topic in topics:
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise KafkaUnavailable(f"topic {topic!r} does not exist on Kafka at {bootstrap}")
+        partitions += [(topic, p) for p in sorted(info.partitions)]
+    return partitions
+
+
+def plan_partition_reads(
+    bootstrap: str,
+    topics: str | Sequence[str],
+    start: StartPosition,
+    stop: StopPosition | None = None,
+    group_id: str | None = None,
+    consumer_config: Mapping[str, Any] | None = None,
+    timeout: float = 10.0,
+) -> list[PartitionRead]:
+    """Validate the broker and topics and resolve ``start``/``stop`` to offsets, now.
+
+    Start offsets are clamped to the retained range ``[low, high]`` of each partition, except
+    explicit ones, which must lie inside it.
+
+    Raises:
+        KafkaUnavailable: the broker does not answer within ``timeout`` or a topic is missing.
+        ValueError: inconsistent positions (explicit offsets missing a partition or out of range,
+            ``committed`` without ``group_id``, a Java-only stop).
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    if not topics:
+        raise ValueError("no topics given")
+    if start.kind == "committed" and not group_id:
+        raise ValueError("StartPosition.committed() needs a group_id")
+    if stop is not None and stop.kind == "records":
+        raise ValueError(
+            "StopPosition.after_records() is a Java-engine stop; the python engine stops at "
+            "offsets, a timestamp or when idle"
+        )
+    consumer = Consumer(_consumer_config(bootstrap, group_id, consumer_config))
+    try:
+        partitions = _list_partitions(consumer, bootstrap, topics, timeout)
+        try:
+            bounds = {
+                tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout)
+                for tp in partitions
+            }
+            starts = _start_offsets(consumer, start, partitions, bounds, timeout)
+            stops = _stop_offsets(consumer, stop, partitions, bounds, timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"Kafka at {bootstrap} did not answer offset queries for {topics}: {exc}"
+            ) from exc
+    finally:
+        consumer.close()
+    plan = []
+    for tp in partitions:
+        begin, end = starts[tp], stops.get(tp)
+        if end is not None and end < begin:
+            if stop is not None and stop.kind == "offsets":
+                raise ValueError(f"stop offset {end} of {tp} is before its start offset {begin}")
+            end = begin  # a stop timestamp before the start: nothing to read
+        plan.append(PartitionRead(tp[0], tp[1], begin, end))
+    return plan
+
+
+def _start_offsets(
+    consumer: Any,
+    start: StartPosition,
+    partitions: list[tuple[str, int]],
+    bounds: dict[tuple[str, int], tuple[int, int]],
+    timeout: float,
+) -> dict[tuple[str, int], int]:
+    from confluent_kafka import TopicPartition
+
+    if start.kind == "earliest":
+        return {tp: bounds[tp][0] for tp in partitions}
+    if start.kind == "latest":
+        return {tp: bounds[tp][1] for tp in partitions}
+    if start.kind == "offsets":
+        explicit = _resolve_offsets("start", start.offsets, partitions)
+        for tp, offset in explicit.items():
+            low, high = bounds[tp]
+            if not low <= offset <= high:
+                raise ValueError(f"start offset {offset} of {tp} is outside [{low}, {high}]")
+        return explicit
+    if start.kind == "timestamp":
+        found = consumer.offsets_for_times(
+            [TopicPartition(t, p, start.timestamp_ms) for t, p in partitions], timeout=timeout
+        )
+    else:  # committed
+        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout)
+    result = {}
+    for tp in found:
+        low, high = bounds[(tp.topic, tp.partition)]
+        if tp.offset < 0:  # no committed offset / no record at or after the timestamp
+            offset = low if start.kind == "committed" and start.fallback == "earliest" else high
+        else:
+            offset = min(max(tp.offset, low), high)
+        result[(tp.topic, tp.partition)] = offset
+    return result
+
+
+def _stop_offsets(
+    consumer: Any,
+    stop: StopPosition | None,
+    partitions: list[tuple[str, int]],
+    bounds: dict[tuple[str, int], tuple[int, int]],
+    timeout: float,
+) -> dict[tuple[str, int], int]:
+    from confluent_kafka import TopicPartition
+
+    if stop is None or stop.kind == "idle":
+        return {}
+    if stop.kind == "offsets":
+        return _resolve_offsets("stop", stop.offsets, partitions)
+    found = consumer.offsets_for_times(
+        [TopicPartition(t, p, stop.timestamp_ms) for t, p in partitions], timeout=timeout
+    )
+    return {
+        (tp.topic, tp.partition): tp.offset
+        if tp.offset >= 0
+        else bounds[(tp.topic, tp.partition)][1]
+        for tp in found
+    }
+
+
+# -- engine choice --------------------------------------------------------------------------------
+
+
+class KafkaIOOptions(PipelineOptions):
+    """``--kafka_io=python|java``: the engine of every ``ReadFromKafkaEvents`` in the pipeline."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument(
+            "--kafka_io",
+            choices=_ENGINES,
+            default=None,
+            help="Kafka read engine: python (splittable DoFn, default on Prism and the direct "
+            "runner) or java (Beam's Java KafkaIO, default and only choice on Flink).",
+        )
+
+
+def kafka_io_args(engine: Engine) -> list[str]:
+    """The command-line options that select ``engine``, e.g. ``["--kafka_io=java"]``."""
+    if engine not in _ENGINES:
+        raise ValueError(f"unknown Kafka engine {engine!r}; choose python or java")
+    return [f"--kafka_io={engine}"]
+
+
+def kafka_io_engine(options: PipelineOptions) -> Engine | None:
+    """The engine chosen with ``--kafka_io``, or None when the option is absent."""
+    return options.view_as(KafkaIOOptions).kafka_io
+
+
+@lru_cache(maxsize=16)
+def _job_service_is_flink(endpoint: str) -> bool:
+    """Ask a portable job service for its options: the Flink job server names ``flink_master``."""
+    import grpc
+    from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
+
+    with grpc.insecure_channel(endpoint) as channel:
+        try:
+            response = beam_job_api_pb2_grpc.JobServiceStub(channel).DescribePipelineOptions(
+                beam_job_api_pb2.DescribePipelineOptionsRequest(), timeout=10
+            )
+        except grpc.RpcError as exc:
+            _LOG.warning("could not ask the job service at %s for its runner: %s", endpoint, exc)
+            return False
+    return any(option.name == "flink_master" for option in response.options)
+
+
+def runner_is_flink(options: PipelineOptions) -> bool:
+    """Whether ``options`` run the pipeline on Flink (FlinkRunner, or a Flink job server)."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    name = (name or "").lower()
+    if "flink" in name:
+        return True
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    if name.startswith("portable") and endpoint and endpoint != "embed":
+        return _job_service_is_flink(endpoint)
+    return False
+
+
+def _choose_engine(requested: Engine | None, options: PipelineOptions) -> Engine:
+    engine = requested or kafka_io_engine(options)
+    on_flink = runner_is_flink(options)
+    if engine is None:
+        return "java" if on_flink else "python"
+    if engine not in _ENGINES:
+        raise ValueError(f"unknown Kafka engine {engine!r}; choose python or java")
+    if engine == "python" and on_flink:
+        raise ValueError(
+            "--kafka_io=python cannot run on the flink runner: unbounded Python splittable DoFns "
+            "are broken on portable Flink before Beam 2.76 (apache/beam#19637, #22809); use "
+            "--kafka_io=java (the default on Flink)"
+        )
+    if engine == "java" and not on_flink:
+        raise ValueError(
+            "--kafka_io=java needs the flink runner: the expanded Java KafkaIO runs in an "
+            "EMBEDDED Java environment that only the Flink job server provides; use "
+            "--kafka_io=python on Prism and the direct runner"
+        )
+    return engine
+
+
+# -- python engine: the splittable DoFn ---------------------------------------------------------
+
+# Latest end offset each partition's reader saw, per worker process: the end-offset estimate
+# behind the size of open-ended restrictions, without another broker round trip.
+_END_OFFSETS: dict[tuple[str, int], int] = {}
+
+
+class _PartitionTracker(OffsetRestrictionTracker):
+    """An offset-range tracker that splits only at checkpoints (``fraction_of_remainder == 0``).
+
+    A runner-initiated split in the middle of a partition (Prism asks for 0.5 when a bundle looks
+    slow) would give two readers of one partition and committed offsets from the residual before
+    the primary is done; refusing it keeps one reader per partition, in offset order.
+    """
+
+    def try_split(self, fraction_of_remainder: float) -> Any:
+        if fraction_of_remainder > 0:
+            return None
+        return super().try_split(0)
+
+    def is_bounded(self) -> bool:
+        return self._range.stop < UNBOUNDED
+
+    def current_progress(self) -> RestrictionProgress:
+        if self.is_bounded():
+            return super().current_progress()
+        # Open-ended: what is left is unknown here, but never nothing while the read runs.
+        last = self._current_position if self._current_position is not None else -1
+        return RestrictionProgress(
+            completed=float(max(last + 1 - self._range.start, 0)), remaining=1.0
+        )
+
+
+class _PartitionRestrictions(beam.transforms.core.RestrictionProvider):
+    def initial_restriction(self, element: PartitionRead) -> OffsetRange:
+        return OffsetRange(element.start, UNBOUNDED if element.stop is None else element.stop)
+
+    def create_tracker(self, restriction: OffsetRange) -> _PartitionTracker:
+        return _PartitionTracker(restriction)
+
+    def split(self, element: PartitionRead, restriction: OffsetRange) -> Iterator[OffsetRange]:
+        yield restriction  # one reader per partition
+
+    def restriction_size(self, element: PartitionRead, restriction: OffsetRange) -> float:
+        if restriction.stop < UNBOUNDED:
+            return float(max(restriction.stop - restriction.start, 0))
+        end = _END_OFFSETS.get((element.topic, element.partition))
+        return float(max(end - restriction.start, 0)) if end is not None else 1.0
+
+
+_NOT_STARTED = -(2**62)  # a planned partition this process has not read yet: holds the watermark
+_DONE = 2**62  # a partition whose bounded read finished: holds nothing
+
+
+class _WatermarkBoard:
+    """The watermarks of one read's partitions in this worker process, and their minimum.
+
+    Why: Prism 2.62 sets a splittable DoFn stage's output watermark to the watermark reported
+    with the residuals of the bundle that finished last (``stage.estimatedOutput`` in its
+    elementmanager.go), not to the minimum over all restrictions. With partitions in separate
+    bundles, one partition's watermark would then overtake the others' and make their records
+    late. Every reader therefore reports the minimum over all partitions of its read, which is
+    correct on any runner; it needs every partition in one worker process, which is how Prism
+    (LOOPBACK) and the direct runner run the Python SDK harness (``align_watermarks=False``
+    turns it off for runners with several SDK processes).
+    """
+
+    _lock = threading.Lock()
+    _reads: ClassVar[dict[str, dict[tuple[str, int], int]]] = {}
+
+    @classmethod
+    def update(
+        cls, read_id: str, planned: frozenset[tuple[str, int]], key: tuple[str, int], ms: int
+    ) -> int:
+        """Record ``key``'s watermark (ms) and return the read's minimum."""
+        with cls._lock:
+            board = cls._reads.setdefault(read_id, dict.fromkeys(planned, _NOT_STARTED))
+            board[key] = max(board.get(key, _NOT_STARTED), ms)
+            return min(board.values())
+
+
+_REJECT_CODES: frozenset[str] = frozenset(
+    {"UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION", "TOPIC_AUTHORIZATION_FAILED"}
+)
+
+
+class _ReadPartitionFn(beam.DoFn):
+    """Reads one partition per element within its offset restriction (bounded reads)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str | None,
+        consumer_config: Mapping[str, Any] | None,
+        commit_offsets: bool,
+        max_out_of_orderness: float,
+        idle_stop_seconds: float | None,
+        checkpoint_every: float,
+        read_id: str | None = None,
+        planned: frozenset[tuple[str, int]] = frozenset(),
+        poll_timeout: float = 0.25,
+        batch_size: int = 1000,
+        idle_resume_delay: float = 0.5,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._config = dict(consumer_config or {})
+        self._commit = commit_offsets and group_id is not None
+        self._bound_ms = int(max_out_of_orderness * 1000)
+        self._idle_stop = idle_stop_seconds
+        self._checkpoint_every = checkpoint_every
+        self._poll_timeout = poll_timeout
+        self._batch_size = batch_size
+        self._idle_resume_delay = idle_resume_delay
+        self._read_id = read_id  # None: each partition's own watermark (no alignment)
+        self._planned = planned
+        self._consumer: Any = None
+        self._committed: dict[tuple[str, int], int] = {}
+        self._lock: Any = None
+        self._records_read = Metrics.counter("kafka", "records_read")
+        self._commits = Metrics.counter("kafka", "offset_commits")
+        self._commit_failures = Metrics.counter("kafka", "offset_commit_failures")
+
+    def setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._lock = threading.Lock()
+        self._consumer = Consumer(_consumer_config(self._bootstrap, self._group_id, self._config))
+
+    def teardown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def process(
+        self,
+        element: PartitionRead,
+        # Positional DoFn params go first: Beam passes the tracker and watermark by keyword.
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
+        tracker: Any = beam.DoFn.RestrictionParam(_PartitionRestrictions()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()
+        ),
+    ) -> Iterator[TimestampedValue]:
+        # The loop lives in _read: Beam warns about process methods that mix yield and return.
+        yield from self._read(element, finalizer, tracker, watermark)
+
+    def _read(
+        self, element: PartitionRead, finalizer: Any, tracker: Any, watermark: Any
+    ) -> Iterator[TimestampedValue]:
+        """Read the restriction's offsets until the stop, a checkpoint or the idle stop."""
+        from confluent_kafka import TopicPartition
+
+        restriction = tracker.current_restriction()
+        topic, partition = element.topic, element.partition
+        key = (topic, partition)
+        # The finalizer commits the offset this call reached. It is registered up front, even
+        # for calls that read nothing: Prism sends FinalizeBundle for every bundle of a stage
+        # that asks for finalization, and the SDK rejects it for a bundle without callbacks.
+        reached = [restriction.start]
+        finalizer.register(lambda: self._commit_offset(topic, partition, restriction, reached[0]))
+        if restriction.start >= restriction.stop:
+            self._finished(key)
+            return
+        consumer = self._consumer
+        consumer.assign([TopicPartition(topic, partition, restriction.start)])
+        next_offset = restriction.start
+        read = 0
+        done = False
+        deadline = time.monotonic() + self._checkpoint_every
+        idle_since: float | None = None
+        try:
+            while True:
+                messages = consumer.consume(self._batch_size, timeout=self._poll_timeout)
+                if messages:
+                    idle_since = None
+                    newest_ms = -1
+                    for msg in messages:
+                        error = msg.error()
+                        if error is not None:
+                            self._on_error(error, topic, partition)
+                            continue
+                        offset = msg.offset()
+                        if msg.partition() != partition or msg.topic() != topic:
+                            continue  # left over from this consumer's previous assignment
+                        if offset < next_offset:
+                            continue
+                        if not tracker.try_claim(offset):
+                            done = True  # at or past the stop offset
+                            return
+                        next_offset = offset + 1
+                        _, ts_ms = msg.timestamp()
+                        if ts_ms < 0:  # TIMESTAMP_NOT_AVAILABLE: stamp with processing time
+                            ts_ms, event_ms = -1, int(time.time() * 1000)
+                        else:
+                            event_ms = ts_ms
+                        newest_ms = max(newest_ms, event_ms)
+                        read += 1
+                        yield TimestampedValue(
+                            KafkaRecord(
+                                msg.key(),
+                                msg.value() or b"",  # a tombstone's null value
+                                topic,
+                                partition,
+                                offset,
+                                ts_ms,
+                            ),
+                            Timestamp(micros=event_ms * 1000),
+                        )
+                        if next_offset >= restriction.stop:
+                            done = True  # claimed the last offset of a bounded range
+                            return
+                    if newest_ms >= 0:
+                        self._advance(watermark, key, newest_ms - self._bound_ms)
+                    if time.monotonic() >= deadline:
+                        # librdkafka's end offset from the last fetch response: no round trip.
+                        end = consumer.get_watermark_offsets(
+                            TopicPartition(topic, partition), cached=True
+                        )[1]
+                        if end >= 0:
+                            _END_OFFSETS[key] = end
+                        tracker.defer_remainder()
+                        return
+                    continue
+                # An empty poll: the partition has nothing beyond next_offset right now.
+                now = time.monotonic()
+                idle_since = idle_since if idle_since is not None else now
+                end = self._end_offset(consumer, topic, partition)
+                _END_OFFSETS[key] = end
+                position = consumer.position([TopicPartition(topic, partition)])[0].offset
+                if restriction.stop < UNBOUNDED and max(position, next_offset) >= restriction.stop:
+                    # Only control records (transaction markers) were left before the stop.
+                    tracker.try_claim(restriction.stop)  # False, but marks the range claimed
+                    done = True
+                    return
+                if max(position, next_offset) >= end:  # no backlog: the idle rule
+                    self._advance(watermark, key, int(time.time() * 1000) - self._bound_ms)
+                if self._idle_stop is not None:
+                    if now - idle_since >= self._idle_stop:
+                        tracker.try_claim(restriction.stop)  # ends the open-ended range
+                        done = True
+                        return
+                    continue  # keep polling: the idle clock runs within this call
+                tracker.defer_remainder(Duration(seconds=self._idle_resume_delay))
+                return
+        finally:
+            self._records_read.inc(read)
+            reached[0] = next_offset
+            if done:
+                self._finished(key)
+
+    def _finished(self, key: tuple[str, int]) -> None:
+        if self._read_id is not None:
+            _WatermarkBoard.update(self._read_id, self._planned, key, _DONE)
+
+    def _advance(self, watermark: Any, key: tuple[str, int], candidate_ms: int) -> None:
+        if self._read_id is not None:
+            candidate_ms = _WatermarkBoard.update(self._read_id, self._planned, key, candidate_ms)
+            if candidate_ms <= _NOT_STARTED:
+                return  # some partition of this read has not reported yet
+        candidate = Timestamp(micros=candidate_ms * 1000)
+        current = watermark.current_watermark()
+        if current is None or candidate > current:
+            watermark.set_watermark(candidate)
+
+    def _end_offset(self, consumer: Any, topic: str, partition: int) -> int:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        tp = TopicPartition(topic, partition)
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)[1]
+        except KafkaException:
+            # A partition added after this consumer last refreshed its metadata is "unknown"
+            # to it until the next refresh (5 minutes by default): refresh now and retry.
+            self._check_topic(consumer, topic)
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)[1]
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"Kafka at {self._bootstrap} did not report the end offset of "
+                f"{topic}[{partition}]: {exc}"
+            ) from exc
+
+    def _check_topic(self, consumer: Any, topic: str) -> None:
+        """Refresh the consumer's metadata; raise if ``topic`` is gone."""
+        metadata = consumer.list_topics(timeout=10)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise KafkaTopicDeleted(
+                f"topic {topic!r} was deleted from Kafka at {self._bootstrap} while it was read"
+            )
+
+    def _on_error(self, error: Any, topic: str, partition: int) -> None:
+        if error.fatal() or error.name() in _REJECT_CODES:
+            self._check_topic(self._consumer, topic)
+            raise KafkaUnavailable(
+                f"reading {topic}[{partition}] from Kafka at {self._bootstrap} failed: {error}"
+            )
+        _LOG.warning("Kafka reported %s while reading %s[%d]; retrying", error, topic, partition)
+
+    def _commit_offset(
+        self, topic: str, partition: int, restriction: OffsetRange, offset: int
+    ) -> None:
+        """Runs once the runner has durably committed the bundle that read up to ``offset``."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if not self._commit or offset <= restriction.start:
+            return
+        with self._lock:
+            if self._committed.get((topic, partition), -1) >= offset:
+                return  # a later bundle of this partition already committed further
+            try:
+                self._consumer.commit(
+                    offsets=[TopicPartition(topic, partition, offset)], asynchronous=False
+                )
+            except (KafkaException, RuntimeError) as exc:
+                # Never raise from a finalizer: the records are already processed, and the next
+                # successful commit of this partition covers this one.
+                self._commit_failures.inc()
+                _LOG.warning(
+                    "committing %s[%d]@%d for group %s failed: %s",
+                    topic,
+                    partition,
+                    offset,
+                    self._group_id,
+                    exc,
+                )
+                return
+            self._committed[(topic, partition)] = offset
+            self._commits.inc()
+
+
+class _ReadPartitionUnboundedFn(_ReadPartitionFn):
+    """The same reader, declared unbounded: partitions without a stop position never finish."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: PartitionRead,
+        # Positional DoFn params go first: Beam passes the tracker and watermark by keyword.
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
+        tracker: Any = beam.DoFn.RestrictionParam(_PartitionRestrictions()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()
+        ),
+    ) -> Iterator[TimestampedValue]:
+        yield from self._read(element, finalizer, tracker, watermark)
+
+
+class _DiscoveryRounds(beam.transforms.core.RestrictionProvider):
+    """Discovery rounds 0, 1, 2, ... as an open-ended offset range."""
+
+    def initial_restriction(self, element: str) -> OffsetRange:
+        return OffsetRange(0, UNBOUNDED)
+
+    def create_tracker(self, restriction: OffsetRange) -> _PartitionTracker:
+        return _PartitionTracker(restriction)
+
+    def restriction_size(self, element: str, restriction: OffsetRange) -> float:
+        return 1.0
+
+    def truncate(self, element: str, restriction: OffsetRange) -> None:
+        return None  # on drain, stop looking
+
+
+class _DiscoverPartitionsFn(beam.DoFn):
+    """Every ``every`` seconds, lists the topics' partitions and emits those unknown at launch.
+
+    A splittable DoFn rather than ``PeriodicImpulse``: Prism 2.62 cannot run PeriodicImpulse
+    (its element is a tuple, and Prism has no ``beam:coder:tuple:v1``). The watermark follows the
+    wall clock, so the discovery branch never holds back the reads' watermark.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        known: frozenset[tuple[str, int]],
+        group_id: str | None,
+        from_committed: bool,
+        consumer_config: Mapping[str, Any] | None,
+        every: float,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._known = known
+        self._group_id = group_id
+        self._from_committed = from_committed
+        self._config = dict(consumer_config or {})
+        self._every = every
+        self._consumer: Any = None
+
+    def setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(_consumer_config(self._bootstrap, self._group_id, self._config))
+
+    def teardown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        seed: str,
+        tracker: Any = beam.DoFn.RestrictionParam(_DiscoveryRounds()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()
+        ),
+    ) -> Iterator[TimestampedValue]:
+        yield from self._round(tracker, watermark)
+
+    def _round(self, tracker: Any, watermark: Any) -> Iterator[TimestampedValue]:
+        if not tracker.try_claim(tracker.current_restriction().start):
+            return
+        now = Timestamp.now()
+        for keyed in self._new_partitions():
+            yield TimestampedValue(keyed, now)
+        current = watermark.current_watermark()
+        if current is None or now > current:
+            watermark.set_watermark(now)
+        tracker.defer_remainder(Duration(seconds=self._every))
+
+    def _new_partitions(self) -> list[tuple[str, PartitionRead]]:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            metadata = self._consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            _LOG.warning("partition discovery: Kafka at %s: %s", self._bootstrap, exc)
+            return []
+        new = []
+        for topic in self._topics:
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None:
+                raise KafkaTopicDeleted(
+                    f"topic {topic!r} was deleted from Kafka at {self._bootstrap} while it was read"
+                )
+            new += [(topic, p) for p in sorted(info.partitions) if (topic, p) not in self._known]
+        committed = {}
+        if new and self._from_committed:
+            for tp in self._consumer.committed([TopicPartition(t, p) for t, p in new], timeout=10):
+                committed[(tp.topic, tp.partition)] = tp.offset
+        result = []
+        for topic, partition in new:
+            low, _ = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10
+            )
+            start = max(committed.get((topic, partition), -1), low)
+            result.append((f"{topic}/{partition}", PartitionRead(topic, partition, start, None)))
+        return result
+
+
+class _FirstSightingFn(beam.DoFn):
+    """Passes each partition through once: discovery repeats it on every tick."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+
+    def __init__(self) -> None:
+        self._found = Metrics.counter("kafka", "partitions_discovered")
+
+    def process(
+        self, keyed: tuple[str, PartitionRead], seen: Any = beam.DoFn.StateParam(SEEN)
+    ) -> Iterator[PartitionRead]:
+        if not seen.read():
+            seen.write(True)
+            self._found.inc()
+            yield keyed[1]
+
+
+# -- java engine ----------------------------------------------------------------------------------
+
+
+class _EmbeddedJavaExpansionService:
+    """An expansion service handle that makes expanded Java transforms run without Docker.
+
+    ``ExternalTransform`` accepts any object with ``Expand``. This one forwards the request to
+    the expansion service at ``address`` with ``defaultEnvironmentType=EMBEDDED`` added to the
+    request's pipeline options (the job server's expansion service has no default of its own, so
+    the request's wins), and drops the artifacts of the EMBEDDED environment from the response:
+    they are the job server's own jar, which the Flink job already has on its classpath, and
+    ``ExternalTransform`` would otherwise download it (~180 MB) into a new temporary folder per
+    expansion and stage it again with the job.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def Expand(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        import grpc
+        from apache_beam.portability.api import beam_expansion_api_pb2_grpc
+
+        request.pipeline_options.update({"beam:option:default_environment_type:v1": _EMBEDDED_ENV})
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        with grpc.insecure_channel(self.address, options=options) as channel:
+            try:
+                response = beam_expansion_api_pb2_grpc.ExpansionServiceStub(channel).Expand(
+                    request, timeout=120
+                )
+            except grpc.RpcError as exc:
+                raise KafkaUnavailable(
+                    f"the Java expansion service at {self.address} (the Flink job server) did "
+                    f"not answer: {exc}"
+                ) from exc
+        for env in response.components.environments.values():
+            if env.urn == _EMBEDDED_ENV:
+                del env.dependencies[:]
+        return response
+
+    def artifact_service(self) -> Any:
+        # Only reached if an environment still has artifacts; serve them like the default stub.
+        import grpc
+        from apache_beam.portability.api import beam_artifact_api_pb2_grpc
+
+        return beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceStub(
+            grpc.insecure_channel(self.address)
+        )
+
+
+def _row_to_record(row: Any) -> TimestampedValue:
+    record = KafkaRecord(
+        row.key, row.value or b"", row.topic, row.partition, row.offset, row.timestamp
+    )
+    return TimestampedValue(record, Timestamp(micros=max(row.timestamp, 0) * 1000))
+
+
+# -- the transform --------------------------------------------------------------------------------
+
+
+class ReadFromKafkaEvents(beam.PTransform):
+    """Read Kafka topics as ``KafkaRecord`` elements timestamped with their record timestamps.
+
+    Args:
+        bootstrap: Bootstrap servers, ``host:port[,host:port]``.
+        topics: One topic or several.
+        group_id: Consumer group whose committed offsets ``StartPosition.committed()`` starts from
+            and to which offsets are committed after the runner committed each bundle.
+        start: Where to begin; default ``committed()`` with a ``group_id``, else ``earliest()``.
+        stop: Where to end; None reads forever (an unbounded PCollection).
+        max_out_of_orderness: Seconds a record's timestamp may lag the newest one seen on its
+            partition before it counts as late (the watermark's distance).
+        commit_offsets: Commit to ``group_id`` (no effect without one).
+        discover_partitions_every: Seconds between looks for new partitions (python engine,
+            reads without ``stop``); None turns discovery off.
+        engine: ``python`` or ``java``; default ``--kafka_io``, else java on Flink, python
+            elsewhere.
+        consumer_config: Extra consumer settings (librdkafka names for python, Java client names
+            for java).
+        expansion_service: The Java expansion service (java engine).
+        checkpoint_every: Seconds a python reader keeps one partition before it checkpoints.
+        align_watermarks: Python engine: every partition reports the minimum watermark over all
+            partitions of the read in its worker process (see ``_WatermarkBoard``: Prism needs
+            it). Turn off on runners that spread one read over several SDK processes.
+        launch_timeout: Seconds to wait for the broker when the pipeline is built.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: str | Sequence[str],
+        *,
+        group_id: str | None = None,
+        start: StartPosition | None = None,
+        stop: StopPosition | None = None,
+        max_out_of_orderness: float = 10.0,
+        commit_offsets: bool = True,
+        discover_partitions_every: float | None = 30.0,
+        engine: Engine | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
+        expansion_service: str = DEFAULT_EXPANSION_SERVICE,
+        checkpoint_every: float = 1.0,
+        align_watermarks: bool = True,
+        launch_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self._bootstrap = bootstrap
+        self._topics = [topics] if isinstance(topics, str) else list(topics)
+        self._group_id = group_id
+        self._start = start or (StartPosition.committed() if group_id else StartPosition.earliest())
+        self._stop = stop
+        self._bound = max_out_of_orderness
+        self._commit = commit_offsets
+        self._discover_every = discover_partitions_every
+        self._engine = engine
+        self._config = dict(consumer_config or {})
+        self._expansion_service = expansion_service
+        self._checkpoint_every = checkpoint_every
+        self._align = align_watermarks
+        self._launch_timeout = launch_timeout
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaRecord]:
+        engine = _choose_engine(self._engine, pbegin.pipeline.options)
+        if engine == "java":
+            return self._expand_java(pbegin)
+        return self._expand_python(pbegin)
+
+    def _expand_python(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaRecord]:
+        plan = plan_partition_reads(
+            self._bootstrap,
+            self._topics,
+            self._start,
+            self._stop,
+            self._group_id,
+            self._config,
+            self._launch_timeout,
+        )
+        fn_args = (
+            self._bootstrap,
+            self._group_id,
+            self._config,
+            self._commit,
+            self._bound,
+            self._stop.idle_seconds if self._stop is not None else None,
+            self._checkpoint_every,
+            uuid.uuid4().hex if self._align else None,
+            frozenset((r.topic, r.partition) for r in plan),
+        )
+        reads = (
+            pbegin
+            | "PlannedPartitions" >> beam.Create(plan).with_output_types(PartitionRead)
+            | "SpreadPartitions" >> beam.Reshuffle()
+        )
+        if self._stop is None and self._discover_every:
+            discovered = (
+                pbegin
+                | "DiscoverySeed" >> beam.Create([",".join(self._topics)])
+                | "DiscoverPartitions"
+                >> beam.ParDo(
+                    _DiscoverPartitionsFn(
+                        self._bootstrap,
+                        self._topics,
+                        frozenset((r.topic, r.partition) for r in plan),
+                        self._group_id,
+                        self._start.kind == "committed",
+                        self._config,
+                        self._discover_every,
+                    )
+                ).with_output_types(beam.typehints.KV[str, PartitionRead])
+                | "FirstSighting" >> beam.ParDo(_FirstSightingFn()).with_output_types(PartitionRead)
+            )
+            reads = (reads, discovered) | "AllPartitions" >> beam.Flatten()
+        fn = (
+            _ReadPartitionUnboundedFn(*fn_args)
+            if self._stop is None
+            else _ReadPartitionFn(*fn_args)
+        )
+        return reads | "ReadPartitions" >> beam.ParDo(fn).with_output_types(KafkaRecord)
+
+    def _expand_java(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaRecord]:
+        from apache_beam.io.kafka import ReadFromKafka
+
+        start, stop = self._start, self._stop
+        if stop is not None and stop.kind != "records":
+            raise ValueError(
+                f"the java engine (KafkaIO) cannot stop at {stop.kind}; use "
+                "StopPosition.after_records(n) or no stop, or the python engine"
+            )
+        if start.kind == "offsets":
+            raise ValueError("the java engine (KafkaIO) cannot start at explicit offsets")
+        if start.kind == "latest" and self._group_id:
+            raise ValueError(
+                "the java engine cannot start at latest with a group_id: KafkaIO would resume "
+                "from the group's committed offsets instead"
+            )
+        # Validate now, in this process: KafkaIO itself would fail only inside the Flink job.
+        _list_partitions_now(self._bootstrap, self._topics, self._config, self._launch_timeout)
+        config = {"bootstrap.servers": self._bootstrap, **self._config}
+        if start.kind == "committed":
+            config["group.id"] = self._group_id
+            config["auto.offset.reset"] = start.fallback
+        else:
+            if self._group_id:
+                config["group.id"] = self._group_id
+            config["auto.offset.reset"] = "latest" if start.kind == "latest" else "earliest"
+        start_read_time = None
+        if start.kind == "timestamp":
+            start_read_time = start.timestamp_ms
+        elif start.kind == "earliest" and self._group_id:
+            start_read_time = 0  # earliest even when the group has committed offsets
+        rows = pbegin | "KafkaIO" >> ReadFromKafka(
+            consumer_config={k: str(v) for k, v in config.items()},
+            topics=self._topics,
+            start_read_time=start_read_time,
+            max_num_records=stop.max_records if stop is not None else None,
+            commit_offset_in_finalize=bool(self._commit and self._group_id),
+            timestamp_policy=ReadFromKafka.create_time_policy,
+            with_metadata=True,
+            expansion_service=_EmbeddedJavaExpansionService(self._expansion_service),
+        )
+        return rows | "ToKafkaRecord" >> beam.Map(_row_to_record).with_output_types(KafkaRecord)
+
+
+def _list_partitions_now(
+    bootstrap: str, topics: list[str], config: Mapping[str, Any], timeout: float
+) -> list[tuple[str, int]]:
+    from confluent_kafka import Consumer
+
+    # Java client settings (e.g. sasl.jaas.config) mean nothing to librdkafka: validate with
+    # the bootstrap address alone.
+    consumer = Consumer(_consumer_config(bootstrap, None, None))
+    try:
+        return _list_partitions(consumer, bootstrap, topics, timeout)
+    finally:
+        consumer.close()
