@@ -9,7 +9,7 @@ install the same package with
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOT = Path(__file__).parent
 SUBPACKAGES = ["io", "pipelines", "transforms", "schemas", "templates", "stack", "generator"]
@@ -22,7 +22,10 @@ def _packages() -> tuple[list[str], dict[str, str]]:
         name = f"retail_backbone.{folder}"
         package_dir[name] = folder
         packages.append(name)
-        packages += [f"{name}.{sub}" for sub in find_packages(where=folder)]
+        # Namespace discovery also lists data-only folders (schemas/<subject>/, stack/java/),
+        # which setuptools wants declared as packages for their files to be installed.
+        subs = find_namespace_packages(where=folder, exclude=["*__pycache__*"])
+        packages += [f"{name}.{sub}" for sub in subs]
     return packages, package_dir
 
 
@@ -44,9 +47,7 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={
-        "retail_backbone.schemas": ["**/*.avsc", "*.toml", "*.json"],
-        "retail_backbone.templates": ["**/*.json", "**/*.yaml", "**/Dockerfile"],
-        "retail_backbone.stack": ["java/*.java", "go/*/*.go"],
+        "": ["*.avsc", "*.toml", "*.json", "*.java", "*.go", "*.yaml", "Dockerfile"],
     },
     include_package_data=True,
     install_requires=_requirements(),
