@@ -173,7 +173,7 @@ class _ReadFileFn(beam.DoFn):
 
 
 def _maps_as_dicts(value: Any, arrow_type: Any) -> Any:
-    """pyarrow 16 returns map values as lists of pairs; fastavro gives dicts. Match fastavro."""
+    """Turn map values (lists of pairs in pyarrow 16) into dicts, as fastavro gives them."""
     import pyarrow as pa
 
     if value is None:
