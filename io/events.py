@@ -348,29 +348,13 @@ class _DecodeFn(beam.DoFn):
     def process(self, rec: Any) -> Iterator[Any]:
         try:
             event = event_from_record(self._decode(rec), rec.origin)
-        except EventRejected as exc:
+        except (KeyError, TypeError, ValueError) as exc:
+            # EventRejected names its reason; anything else is an envelope field of the wrong shape.
+            reason = exc.reason if isinstance(exc, EventRejected) else "SchemaMismatch"
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTERS,
                 dead_letter(
-                    rec.value,
-                    rec.origin,
-                    self._pipeline,
-                    self._stage,
-                    exc,
-                    error_class=exc.reason,
-                ),
-            )
-            return
-        except (KeyError, TypeError, ValueError) as exc:  # an envelope field of the wrong shape
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS,
-                dead_letter(
-                    rec.value,
-                    rec.origin,
-                    self._pipeline,
-                    self._stage,
-                    exc,
-                    error_class="SchemaMismatch",
+                    rec.value, rec.origin, self._pipeline, self._stage, exc, error_class=reason
                 ),
             )
             return
