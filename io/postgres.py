@@ -5,8 +5,10 @@ Example::
     rows | "WriteCounts" >> UpsertRows(dsn, "event_counts", key_columns=("run_id", "event_type"))
 
 Rows are NamedTuples; their field names are the column names. A retried bundle writes the same
-keys again, so the result does not depend on retries. The versioned last-writer-wins sink with
-staging tables, retries and a circuit breaker is issue #5.
+keys again, so the result does not depend on retries. It serves unversioned result tables (the
+smoke job's counts); versioned tables use ``retail_backbone.io.sinks.postgres``
+(``WriteToPostgresVersioned``: staging tables, last writer wins by version, retries, a circuit
+breaker and dead letters).
 """
 
 from __future__ import annotations
