@@ -37,30 +37,39 @@ offsets meaningful.
   or a missing topic raises ``KafkaUnavailable`` naming them before the job starts.
 * Watermark (``ManualWatermarkEstimator``): the highest record timestamp seen on the partition
   minus ``max_out_of_orderness``. **Idle rule**: when a poll returns nothing and the reader has
-  no backlog (its next offset is the partition's end offset), the watermark moves to
-  ``now - max_out_of_orderness``: a record produced later carries an event time close to now, so
-  an idle partition does not hold back windows of the busy ones. This is the rule of Java
-  KafkaIO's ``CustomTimestampPolicyWithLimitedDelay``. The watermark never moves backwards.
+  no backlog (its position is the partition's end offset, asked from the broker), the watermark
+  moves to ``now - max_out_of_orderness``: a record produced later carries an event time close
+  to now, so an idle partition does not hold back windows of the busy ones (Java KafkaIO's
+  ``CustomTimestampPolicyWithLimitedDelay`` rule). A record produced later with an older event
+  time is late. The watermark never moves backwards. Each reader reports the minimum over all
+  partitions of its read in the worker process (``align_watermarks``, see ``_WatermarkBoard``:
+  Prism 2.62 otherwise lets one partition's watermark overtake the others').
 * Offsets are committed to ``group_id`` (the next offset to read, Kafka's convention) from a
   bundle finalizer, i.e. only after the runner has durably committed the bundle's output. Prism
   and the direct runner (FnApiRunner) call finalizers; a failed commit is logged, not raised.
-* Stop ``when_idle(n)`` ends a partition once it returned no records for ``n`` seconds in a row;
-  when every partition is done, the pipeline finishes. A topic deleted while it is read raises
-  ``KafkaTopicDeleted``.
-* New partitions (read without a stop position only): every ``discover_partitions_every`` seconds
-  a ``PeriodicImpulse`` lists the topics' partitions; partitions unknown at launch are emitted
-  once (a stateful DoFn keyed by partition deduplicates) and read from their earliest offset
-  (or the group's committed offset when starting from committed offsets).
+* Stop ``when_idle(n)``: a partition ends once its polls returned nothing, with no backlog, for
+  ``n`` seconds in a row (measured within one ``process`` call, which keeps polling while idle);
+  when every partition is done, the pipeline finishes. A topic deleted while it is read fails the
+  job with ``KafkaTopicDeleted`` (checked on every idle poll and every discovery round).
+* New partitions (reads without a stop position): every ``discover_partitions_every`` seconds a
+  splittable DoFn lists the topics' partitions (``PeriodicImpulse`` does not run on Prism 2.62);
+  partitions unknown at launch are emitted once (a stateful DoFn keyed by partition deduplicates)
+  and read from their earliest offset, or the group's committed offset when starting from
+  committed offsets.
+* Runners: Prism runs everything above. The direct runner (FnApiRunner, batch) runs bounded
+  reads, with commits; an open-ended read never ends there. Flink: not at all (see below).
 
 **Java engine** (default on Flink, the only engine there: unbounded Python SDFs are broken on
 portable Flink before Beam 2.76, apache/beam#19637 and #22809): Beam's Java KafkaIO through
-``apache_beam.io.kafka.ReadFromKafka(with_metadata=True)``, expanded by the Flink job server's
-expansion service. The expanded Java steps run in an ``EMBEDDED`` environment (the Java SDK
-harness inside the Flink task manager; there is no Docker here), and the job server jar is not
-downloaded per expansion: the expanded environment's artifacts are dropped because the jar is
-already on the Flink job's classpath. It supports the start positions committed, earliest,
-latest (without ``group_id``) and timestamp, and the stop ``StopPosition.after_records(n)``
-(KafkaIO's ``max_num_records``) or none.
+``apache_beam.io.kafka.ReadFromKafka(with_metadata=True)``, expanded by the expansion service on
+the stack's ``jobserver_expansion`` port (started with ``use_deprecated_read`` and an EMBEDDED
+default environment: KafkaIO's unbounded source runs natively in Flink, its remaining Java steps
+in a Java SDK harness inside the TaskManager; there is no Docker here). The job server jar is not
+downloaded per expansion: the expanded environment's artifacts are dropped, as the jar is already
+on the Flink job's classpath. Start positions: committed, earliest, latest (without
+``group_id``) and timestamp; stop: none (unbounded, needs ``--streaming``) or
+``StopPosition.after_records(n)`` (KafkaIO's ``max_num_records``). With a ``group_id`` KafkaIO
+commits offsets when Flink finalizes a checkpoint, so pass ``--checkpointing_interval=<ms>``.
 """
 
 from __future__ import annotations
@@ -257,6 +266,11 @@ def _consumer_config(
         # Only reached when a start offset fell out of retention before it was read.
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        # One fetch is in flight per broker, and the broker holds it up to this long when the
+        # partitions it asks for have nothing new. Readers reassign the consumer to another
+        # partition at every process call; librdkafka's 500 ms default would make the first
+        # poll after a switch come back empty.
+        "fetch.wait.max.ms": 100,
         "log_level": 0,
         **(extra or {}),
     }
@@ -564,10 +578,11 @@ class _WatermarkBoard:
     with the residuals of the bundle that finished last (``stage.estimatedOutput`` in its
     elementmanager.go), not to the minimum over all restrictions. With partitions in separate
     bundles, one partition's watermark would then overtake the others' and make their records
-    late. Every reader therefore reports the minimum over all partitions of its read, which is
-    correct on any runner; it needs every partition in one worker process, which is how Prism
-    (LOOPBACK) and the direct runner run the Python SDK harness (``align_watermarks=False``
-    turns it off for runners with several SDK processes).
+    late. Every reader therefore reports the minimum over all partitions of its read: never
+    ahead of any partition, whichever bundle reports last. It needs every partition read in one
+    worker process, which is how Prism (LOOPBACK) and the direct runner run the Python SDK
+    harness; with several SDK processes a partition read elsewhere would hold the watermark
+    forever, so turn it off there (``align_watermarks=False``).
     """
 
     _lock = threading.Lock()
@@ -727,19 +742,30 @@ class _ReadPartitionFn(beam.DoFn):
                         tracker.defer_remainder()
                         return
                     continue
-                # An empty poll: the partition has nothing beyond next_offset right now.
+                # An empty poll. Idle only if the reader has no backlog: right after assign() the
+                # first fetch can still be on its way while the partition has records.
                 now = time.monotonic()
-                idle_since = idle_since if idle_since is not None else now
                 end = self._end_offset(consumer, topic, partition)
+                if end is None:
+                    tracker.defer_remainder(Duration(seconds=self._idle_resume_delay))
+                    return
                 _END_OFFSETS[key] = end
                 position = consumer.position([TopicPartition(topic, partition)])[0].offset
-                if restriction.stop < UNBOUNDED and max(position, next_offset) >= restriction.stop:
+                position = max(position, next_offset)
+                if restriction.stop < UNBOUNDED and position >= restriction.stop:
                     # Only control records (transaction markers) were left before the stop.
                     tracker.try_claim(restriction.stop)  # False, but marks the range claimed
                     done = True
                     return
-                if max(position, next_offset) >= end:  # no backlog: the idle rule
-                    self._advance(watermark, key, int(time.time() * 1000) - self._bound_ms)
+                if position < end:
+                    idle_since = None
+                    if now >= deadline:
+                        tracker.defer_remainder()
+                        return
+                    continue
+                idle_since = idle_since if idle_since is not None else now
+                # The idle rule: nothing to read, so the next record's event time is about now.
+                self._advance(watermark, key, int(time.time() * 1000) - self._bound_ms)
                 if self._idle_stop is not None:
                     if now - idle_since >= self._idle_stop:
                         tracker.try_claim(restriction.stop)  # ends the open-ended range
@@ -768,7 +794,8 @@ class _ReadPartitionFn(beam.DoFn):
         if current is None or candidate > current:
             watermark.set_watermark(candidate)
 
-    def _end_offset(self, consumer: Any, topic: str, partition: int) -> int:
+    def _end_offset(self, consumer: Any, topic: str, partition: int) -> int | None:
+        """The partition's end offset, or None while the broker cannot tell (e.g. no leader)."""
         from confluent_kafka import KafkaException, TopicPartition
 
         tp = TopicPartition(topic, partition)
@@ -781,14 +808,15 @@ class _ReadPartitionFn(beam.DoFn):
         try:
             return consumer.get_watermark_offsets(tp, timeout=10)[1]
         except KafkaException as exc:
-            raise KafkaUnavailable(
-                f"Kafka at {self._bootstrap} did not report the end offset of "
-                f"{topic}[{partition}]: {exc}"
-            ) from exc
+            # The topic exists (checked above): a new partition without a leader yet, or a
+            # broker restart. Try again at the next poll instead of failing the job.
+            _LOG.warning("no end offset for %s[%d] yet: %s", topic, partition, exc)
+            return None
 
     def _check_topic(self, consumer: Any, topic: str) -> None:
-        """Refresh the consumer's metadata; raise if ``topic`` is gone."""
-        metadata = consumer.list_topics(timeout=10)
+        """Refresh the consumer's metadata of ``topic``; raise if it is gone."""
+        # Consumers never auto-create topics (allow.auto.create.topics defaults to false).
+        metadata = consumer.list_topics(topic, timeout=10)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
             raise KafkaTopicDeleted(
                 f"topic {topic!r} was deleted from Kafka at {self._bootstrap} while it was read"
@@ -944,13 +972,22 @@ class _DiscoverPartitionsFn(beam.DoFn):
             new += [(topic, p) for p in sorted(info.partitions) if (topic, p) not in self._known]
         committed = {}
         if new and self._from_committed:
-            for tp in self._consumer.committed([TopicPartition(t, p) for t, p in new], timeout=10):
-                committed[(tp.topic, tp.partition)] = tp.offset
+            try:
+                found = self._consumer.committed([TopicPartition(*tp) for tp in new], timeout=10)
+            except KafkaException as exc:
+                _LOG.info("partition discovery: committed offsets of %s: %s", new, exc)
+                return []  # next round
+            committed = {(tp.topic, tp.partition): tp.offset for tp in found}
         result = []
         for topic, partition in new:
-            low, _ = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10
-            )
+            try:
+                low, _ = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )
+            except KafkaException as exc:
+                # Right after it was added, a partition may have no leader yet: next round.
+                _LOG.info("partition discovery: %s[%d] not ready: %s", topic, partition, exc)
+                continue
             start = max(committed.get((topic, partition), -1), low)
             result.append((f"{topic}/{partition}", PartitionRead(topic, partition, start, None)))
         return result

@@ -2,9 +2,10 @@
 
 Maven Central serves no shaded ``beam-runners-flink-<minor>-job-server`` jar here, so the server is
 assembled from ``beam-runners-flink-<minor>`` and its runtime dependencies, merged into one jar
-(see ``build_server_jar``) and started through ``FlinkJobServerDriver``. Its built-in expansion
-service gets Beam's Java KafkaIO on the classpath so that Python pipelines can expand
-``ReadFromKafka``/``WriteToKafka`` against it.
+(see ``build_server_jar``) and started through ``FlinkJobServerDriver``. Beam's Java KafkaIO is on
+its classpath, and a standalone expansion service from the same jar (see ``_EXPANSION_OPTIONS``)
+lets Python pipelines expand ``ReadFromKafka``/``WriteToKafka`` into steps that run on the Flink
+cluster without Docker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from retail_backbone.stack.config import BEAM_VERSION, FLINK_MINOR, StackConfig
 from retail_backbone.stack.process import ProcessSpec
 
 _DRIVER = "org.apache.beam.runners.flink.FlinkJobServerDriver"
+_EXPANSION_SERVICE = "org.apache.beam.sdk.expansion.service.ExpansionService"
+
+# The expansion port is served by a standalone expansion service from the same jar, not by the job
+# server's built-in one: FlinkJobServerDriver builds that with `new ExpansionService()`, which takes
+# no options. Expanded by it, KafkaIO becomes a splittable-DoFn read, which on the portable Flink
+# runner in streaming mode reads (and commits) but never hands a record downstream, and its Java
+# steps get a DOCKER environment (there is no Docker here). The options fix both:
+#   use_deprecated_read: KafkaIO expands to the Read(UnboundedSource) primitive, which the Flink
+#     runner executes natively (max_num_records reads already took that path);
+#   defaultEnvironmentType=EMBEDDED: the remaining Java steps run in a Java SDK harness inside the
+#     TaskManager.
+_EXPANSION_OPTIONS = ["--experiments=use_deprecated_read", "--defaultEnvironmentType=EMBEDDED"]
 
 # KafkaIO is fetched without its transitive dependencies: its POM names Confluent's schema-registry
 # artifacts, which live on packages.confluent.io (unreachable here), and Maven then fails the whole
@@ -174,10 +187,24 @@ class FlinkJobServer(Component):
                     f"--job-host={cfg.host}",
                     f"--job-port={cfg.port('jobserver')}",
                     f"--artifact-port={cfg.port('jobserver_artifact')}",
-                    f"--expansion-port={cfg.port('jobserver_expansion')}",
+                    # The built-in expansion service gets a free port; see _EXPANSION_OPTIONS.
+                    "--expansion-port=0",
                     f"--artifacts-dir={cfg.data_dir(self.name) / 'artifacts'}",
                 ],
-            )
+            ),
+            ProcessSpec(
+                name="jobserver-expansion",
+                argv=[
+                    "java",
+                    "-Xmx256m",
+                    *_LOGGING,
+                    "-cp",
+                    str(self.server_jar(cfg)),
+                    _EXPANSION_SERVICE,
+                    str(cfg.port("jobserver_expansion")),
+                    *_EXPANSION_OPTIONS,
+                ],
+            ),
         ]
 
     def check(self, cfg: StackConfig) -> None:
@@ -195,3 +222,9 @@ class FlinkJobServer(Component):
             raise NotReady(f"GetJobs on {self.address(cfg)}: {code} {detail}") from exc
         finally:
             channel.close()
+        expansion = f"{cfg.host}:{cfg.port('jobserver_expansion')}"
+        with grpc.insecure_channel(expansion) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=3)
+            except grpc.FutureTimeoutError as exc:
+                raise NotReady(f"the expansion service on {expansion} does not answer") from exc
