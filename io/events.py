@@ -354,7 +354,15 @@ class _DecodeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTERS,
                 dead_letter(
-                    rec.value, rec.origin, self._pipeline, self._stage, exc, error_class=reason
+                    rec.value,
+                    rec.origin,
+                    self._pipeline,
+                    self._stage,
+                    exc,
+                    error_class=reason,
+                    # A replayed payload that fails again counts one more attempt.
+                    attempt=getattr(rec, "attempt", 1),
+                    first_seen_ms=getattr(rec, "first_seen_ms", None),
                 ),
             )
             return

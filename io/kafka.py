@@ -14,7 +14,7 @@ in ``retail_backbone.io.kafka_source``; both produce ``KafkaRecord``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -43,11 +43,42 @@ class KafkaRecord(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
+    #: How many times this payload failed before (``backbone dlq replay`` headers); 1 = fresh.
+    attempt: int = 1
+    #: When the payload first failed, for a replayed record (else None).
+    first_seen_ms: int | None = None
 
     @property
     def origin(self) -> Origin:
         """Where the record came from, as dead letters and ``DecodeEvents`` record it."""
         return Origin.kafka(self.topic, self.partition, self.offset)
+
+
+#: Kafka headers ``backbone dlq replay`` puts on a re-injected payload (the payload itself is
+#: re-injected unchanged, so replays never nest).
+ATTEMPT_HEADER = "retail-dlq-attempt"
+FIRST_SEEN_HEADER = "retail-dlq-first-seen"
+
+
+def replay_marks(headers: Any) -> tuple[int, int | None]:
+    """``(attempt, first_seen_ms)`` from a record's headers: ``(1, None)`` for a fresh record.
+
+    Accepts confluent-kafka's list of ``(key, value)`` pairs or KafkaIO's rows with ``key`` and
+    ``value``; unreadable marks count as fresh rather than failing the read.
+    """
+    if not headers:
+        return 1, None
+    marks: dict[str, bytes] = {}
+    for header in headers:
+        key, value = header if isinstance(header, tuple) else (header.key, header.value)
+        if key in (ATTEMPT_HEADER, FIRST_SEEN_HEADER) and value is not None:
+            marks[key] = bytes(value)
+    try:
+        attempt = int(marks[ATTEMPT_HEADER]) if ATTEMPT_HEADER in marks else 1
+        first = int(marks[FIRST_SEEN_HEADER]) if FIRST_SEEN_HEADER in marks else None
+    except ValueError:
+        return 1, None
+    return max(attempt, 1), first
 
 
 class OffsetRange(NamedTuple):
@@ -139,6 +170,7 @@ class _ReadOffsetRangeFn(beam.DoFn):
                     msg.partition(),
                     msg.offset(),
                     msg.timestamp()[1],
+                    *replay_marks(msg.headers()),
                 )
         self._consumer.unassign()
 

@@ -100,7 +100,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from retail_backbone.io.kafka import KafkaRecord, KafkaUnavailable
+from retail_backbone.io.kafka import KafkaRecord, KafkaUnavailable, replay_marks
 
 __all__ = [
     "DEFAULT_EXPANSION_SERVICE",
@@ -724,6 +724,7 @@ class _ReadPartitionFn(beam.DoFn):
                                 partition,
                                 offset,
                                 ts_ms,
+                                *replay_marks(msg.headers()),
                             ),
                             Timestamp(micros=event_ms * 1000),
                         )
@@ -1061,7 +1062,13 @@ class _EmbeddedJavaExpansionService:
 
 def _row_to_record(row: Any) -> TimestampedValue:
     record = KafkaRecord(
-        row.key, row.value or b"", row.topic, row.partition, row.offset, row.timestamp
+        row.key,
+        row.value or b"",
+        row.topic,
+        row.partition,
+        row.offset,
+        row.timestamp,
+        *replay_marks(getattr(row, "headers", None)),
     )
     return TimestampedValue(record, Timestamp(micros=max(row.timestamp, 0) * 1000))
 

@@ -4,7 +4,7 @@ Example::
 
     backbone dlq replay --pipeline inventory --since 2026-11-27T00:00 --error-class sink_unavailable
     python -m retail_backbone.pipelines.dlq_replay --pipeline=inventory --source=files \\
-        --files_dir=/data/dlq/inventory --dry_run
+        --files_dir=/data/dlq/inventory --plan_only
 
 What it does, as a batch pipeline:
 
@@ -41,13 +41,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from retail_backbone.io.dead_letter_sinks import dead_letter_key
 from retail_backbone.io.dead_letters import DeadLetter, dlq_topic
+from retail_backbone.io.kafka import ATTEMPT_HEADER, FIRST_SEEN_HEADER
 from retail_backbone.io.kafka_sink import KafkaMessage, WriteToKafkaEvents
 
 __all__ = ["ReplayOptions", "ReplaySummary", "build_pipeline", "run"]
 
 NAMESPACE = "dlq_replay"
-ATTEMPT_HEADER = "retail-dlq-attempt"
-FIRST_SEEN_HEADER = "retail-dlq-first-seen"
 
 
 def replayed_topic(pipeline: str) -> str:
@@ -62,7 +61,7 @@ class ReplayOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument(
-            "--pipeline", required=True, help="Pipeline whose dead letters to replay."
+            "--pipeline", default=None, help="Pipeline whose dead letters to replay (required)."
         )
         parser.add_argument(
             "--source",
@@ -107,7 +106,7 @@ class ReplayOptions(PipelineOptions):
             help="Park records that failed this many times. Default: 5.",
         )
         parser.add_argument(
-            "--dry_run",
+            "--plan_only",
             action="store_true",
             help="Count what would be replayed or parked; write nothing.",
         )
@@ -331,7 +330,7 @@ def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str
     routed = unique | "Classify" >> beam.ParDo(
         _ClassifyFn(flt, opts.max_attempts, already)
     ).with_outputs("park", main="replay")
-    if opts.dry_run:
+    if opts.plan_only:
         return
     kafka_letters = routed.replay | "KafkaOrigin" >> beam.Filter(lambda d: d.origin.kind == "KAFKA")
     file_letters = routed.replay | "FileOrigin" >> beam.Filter(lambda d: d.origin.kind == "FILE")
@@ -369,6 +368,9 @@ def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str
 def run(argv: list[str] | None = None) -> ReplaySummary:
     """Run a replay and return its counters (see ``NAMESPACE`` counters in the docstring)."""
     opts = ReplayOptions(argv)
+    # Validated here, not by argparse: Beam parses every options class for every pipeline.
+    if not opts.pipeline:
+        raise ValueError("--pipeline is required: the pipeline whose dead letters to replay")
     if opts.run_id is None:
         opts.run_id = uuid.uuid4().hex[:12]
     already = _read_ledger(opts.bootstrap_servers, opts.pipeline)
