@@ -498,6 +498,108 @@ def generate(
         click.echo(f"legacy ERP seeded: {report['legacy_erp']}")
 
 
+# -- dead letters --------------------------------------------------------------------------------
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: inspect and replay what pipelines could not process."""
+
+
+@dlq.command("replay")
+@click.option("--pipeline", required=True, help="Pipeline whose dead letters to replay.")
+@click.option(
+    "--source",
+    type=click.Choice(["kafka", "files"]),
+    default="kafka",
+    show_default=True,
+    help="Read dead letters from the dlq.<pipeline> topic or from files.",
+)
+@click.option("--files-dir", default=None, help="Dead-letter folder (with --source files).")
+@click.option("--since", default=None, help="Only records at or after this ISO time (UTC).")
+@click.option("--until", default=None, help="Only records before this ISO time (UTC).")
+@click.option("--stage", multiple=True, help="Only this stage (repeatable).")
+@click.option("--error-class", multiple=True, help="Only this error class (repeatable).")
+@click.option(
+    "--max-attempts",
+    default=5,
+    show_default=True,
+    help="Park records that have failed this many times.",
+)
+@click.option("--plan-only", is_flag=True, help="Count what would be replayed; write nothing.")
+@click.option(
+    "--runner",
+    type=click.Choice(["prism", "direct", "flink"]),
+    default="prism",
+    show_default=True,
+    help="Where the replay job runs.",
+)
+@_JSON
+def dlq_replay(
+    pipeline: str,
+    source: str,
+    files_dir: str | None,
+    since: str | None,
+    until: str | None,
+    stage: tuple[str, ...],
+    error_class: tuple[str, ...],
+    max_attempts: int,
+    plan_only: bool,
+    runner: str,
+    as_json: bool,
+) -> None:
+    """Re-inject dead letters' original payloads where they entered, once each.
+
+    \b
+    Example:
+      backbone dlq replay --pipeline inventory --error-class sink_unavailable --since 2026-11-27
+    """
+    from retail_backbone.pipelines import dlq_replay as replay
+    from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
+    from retail_backbone.stack import Stack, StackConfig
+    from retail_backbone.stack.components.base import StackError
+
+    cfg = StackConfig.load()
+    try:
+        Stack(cfg).up(["kafka", "registry", *RUNNER_COMPONENTS[runner]])
+    except StackError as exc:
+        _echo_err(f"dlq replay failed: {exc}")
+        sys.exit(1)
+    argv = [
+        *runner_args(runner, cfg),
+        f"--pipeline={pipeline}",
+        f"--source={source}",
+        f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}",
+        f"--registry_url=http://{cfg.host}:{cfg.port('registry')}",
+        f"--max_attempts={max_attempts}",
+        *([f"--files_dir={files_dir}"] if files_dir else []),
+        *([f"--since={since}"] if since else []),
+        *([f"--until={until}"] if until else []),
+        *(f"--stage={s}" for s in stage),
+        *(f"--error_class={e}" for e in error_class),
+        *(["--plan_only"] if plan_only else []),
+    ]
+    from retail_backbone.io.kafka import KafkaUnavailable
+
+    try:
+        counters = replay.run(argv).counters
+    except KafkaUnavailable as exc:
+        _echo_err(f"dlq replay: {exc} (no dead letters yet for pipeline {pipeline!r}?)")
+        sys.exit(1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(counters, indent=2, sort_keys=True))
+        return
+    verb = "would replay" if plan_only else "replayed"
+    click.echo(
+        f"{pipeline}: read {counters.get('read', 0)}, {verb} {counters.get('replayed', 0)}, "
+        f"parked {counters.get('parked', 0)}, already replayed "
+        f"{counters.get('already_replayed', 0)}, filtered out {counters.get('filtered_out', 0)}, "
+        f"not replayable {counters.get('unreplayable', 0)}"
+    )
+
+
 # -- jobs ------------------------------------------------------------------------------------------
 
 
