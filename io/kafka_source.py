@@ -542,7 +542,12 @@ class _PartitionTracker(OffsetRestrictionTracker):
 
     def current_progress(self) -> RestrictionProgress:
         if self.is_bounded():
-            return super().current_progress()
+            progress = super().current_progress()
+            if progress.completed_work + progress.remaining_work <= 0:
+                # An empty range reports 0 of 0, which Beam's split arithmetic turns into NaN
+                # (seen on Prism with dynamic splits): report it as finished instead.
+                return RestrictionProgress(completed=1.0, remaining=0.0)
+            return progress
         # Open-ended: what is left is unknown here, but never nothing while the read runs.
         last = self._current_position if self._current_position is not None else -1
         return RestrictionProgress(

@@ -4,6 +4,13 @@ PyPI serves the whole Flink distribution: the ``apache-flink`` wheel carries ``b
 ``apache-flink-libraries`` carries ``lib/``, ``opt/`` and ``plugins/``. Installed together into a
 private folder, ``<folder>/pyflink`` is a complete ``FLINK_HOME``. Both daemons run in the
 foreground (``start-foreground`` execs the JVM), so the manager's pid files and logs apply.
+
+Beam is part of the cluster's class path: ``obtain`` has the job-server component derive a Beam
+jar for Flink (``FlinkJobServer.flink_lib_jar``), and both daemons start with ``FLINK_LIB_DIR``
+pointing at a folder in the run directory that links Flink's ``lib/`` jars and that jar. With
+``classloader.resolve-order: parent-first`` a Beam job's classes then come from there, loaded once,
+instead of from the job's own copy of the job-server jar in a class loader per job (see
+``_settings`` for why that matters).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from retail_backbone.stack.components.base import Component, NotReady, Progress, StackError
+from retail_backbone.stack.components.jobserver import FlinkJobServer
 from retail_backbone.stack.components.obtain import pip_target
 from retail_backbone.stack.config import FLINK_VERSION, StackConfig
 from retail_backbone.stack.process import ProcessSpec
@@ -52,6 +60,13 @@ class Flink(Component):
     def conf_dir(self, cfg: StackConfig) -> Path:
         return cfg.data_dir(self.name) / "conf"
 
+    def lib_dir(self, cfg: StackConfig) -> Path:
+        """``FLINK_LIB_DIR``: links to ``FLINK_HOME/lib``'s jars and Beam's jar for Flink."""
+        return cfg.data_dir(self.name) / "lib"
+
+    def _lib_jars(self, cfg: StackConfig) -> list[Path]:
+        return sorted((self.home(cfg) / "lib").glob("*.jar"))
+
     def obtain(self, cfg: StackConfig, progress: Progress) -> None:
         pip_target(
             self.name,
@@ -76,6 +91,8 @@ class Flink(Component):
                 f"delete {self._install_dir(cfg)} and retry",
                 cfg.log_path("flink-obtain"),
             )
+        # Only the job server's jar, not its processes: `flink` does not depend on `jobserver`.
+        FlinkJobServer().obtain_flink_lib_jar(cfg, progress, self._lib_jars(cfg))
 
     def _settings(self, cfg: StackConfig) -> dict[str, object]:
         import yaml
@@ -99,9 +116,24 @@ class Flink(Component):
             # the whole stack inside a few GiB.
             "jobmanager.memory.process.size": cfg.heap("flink_jobmanager"),
             "taskmanager.memory.process.size": cfg.heap("flink_taskmanager"),
-            # Each Beam job loads ~80 MB of classes into its own class loader (freed after the
-            # job); the 256m default leaves no room for two jobs at once. Managed memory (only
-            # Flink's batch sorter uses it here) gives up the difference.
+            # A job's classes are loaded by a class loader of that job, child-first by default:
+            # each Beam job loaded its own ~50-100 MB copy of Beam from the job-server jar it
+            # ships. A Java-engine (KafkaIO) job never gave it back: the EMBEDDED Java SDK
+            # harness leaves a FinalizeBundleHandler thread behind that keeps the job's class
+            # loader reachable, and the TaskManager died of OutOfMemoryError: Metaspace after ~7
+            # such jobs. Beam is now on the cluster's class path (see lib_dir), and parent-first
+            # makes every class a job asks for come from there when it exists there: Beam,
+            # KafkaIO and their dependencies are loaded once per process, shared by all jobs,
+            # and a leftover harness thread no longer pins a per-job copy. Parent-first for all
+            # classes, rather than additional parent-first patterns for org.apache.beam. and
+            # org.apache.kafka., keeps Beam's own dependencies (Joda-Time, Avro, ByteBuddy,
+            # gRPC...) from being loaded a second time next to the shared Beam classes (loader
+            # constraint violations); the job jar holds nothing Beam uses that is not there.
+            # What is left per Java-engine job is the parked harness thread itself (a few KB).
+            "classloader.resolve-order": "parent-first",
+            # Flink (~40 MB) plus Beam loaded once (~100 MB with KafkaIO), with room for the
+            # little a job still loads on its own. Managed memory (only Flink's batch sorter
+            # uses it here) gives up the difference to the 256m default.
             "taskmanager.memory.jvm-metaspace.size": "384m",
             "taskmanager.memory.managed.fraction": 0.25,
             "taskmanager.numberOfTaskSlots": 2,
@@ -130,10 +162,18 @@ class Flink(Component):
             yaml.safe_dump(self._settings(cfg), sort_keys=False, width=10_000)
         )
         (conf / "log4j-console.properties").write_text(_LOG4J_CONSOLE)
+        # bin/config.sh puts every *.jar in FLINK_LIB_DIR on the class path (flink-dist last).
+        lib = self.lib_dir(cfg)
+        lib.mkdir(parents=True, exist_ok=True)
+        for old in lib.iterdir():
+            old.unlink()
+        for jar in (*self._lib_jars(cfg), FlinkJobServer().flink_lib_jar(cfg)):
+            (lib / jar.name).symlink_to(jar)
 
     def _env(self, cfg: StackConfig) -> dict[str, str]:
         return {
             "FLINK_CONF_DIR": str(self.conf_dir(cfg)),
+            "FLINK_LIB_DIR": str(self.lib_dir(cfg)),
             "FLINK_LOG_DIR": str(cfg.log_dir / "flink"),
             "FLINK_PID_DIR": str(cfg.run_dir / "pids" / "flink"),
             # Names Flink's own pid file; $USER may be unset when started from a service.

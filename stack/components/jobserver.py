@@ -6,6 +6,9 @@ assembled from ``beam-runners-flink-<minor>`` and its runtime dependencies, merg
 its classpath, and a standalone expansion service from the same jar (see ``_EXPANSION_OPTIONS``)
 lets Python pipelines expand ``ReadFromKafka``/``WriteToKafka`` into steps that run on the Flink
 cluster without Docker.
+
+A second jar built from the merged one (see ``build_flink_lib_jar``) goes into the Flink cluster's
+own class path, so that the TaskManager and JobManager load Beam once instead of once per job.
 """
 
 from __future__ import annotations
@@ -117,6 +120,77 @@ def build_server_jar(jars: list[Path], target: Path) -> None:
     os.replace(tmp, target)
 
 
+# What the Flink lib jar leaves out besides the entries Flink's lib/ already holds: Flink itself
+# (the merged jar carries Flink 1.19.0's client and runtime classes), SLF4J (Flink binds it to Log4j
+# 2; the merged jar carries slf4j-simple's binding) and logging configurations.
+_FLINK_LIB_SKIP_PREFIXES = ("org/apache/flink/", "org/slf4j/")
+_FLINK_LIB_SKIP_FILES = frozenset(
+    {
+        "log4j.properties",
+        "log4j2.xml",
+        "log4j2.properties",
+        "logback.xml",
+        "simplelogger.properties",
+    }
+)
+
+
+def build_flink_lib_jar(server_jar: Path, target: Path, provided: list[Path]) -> None:
+    """Copy the merged job-server jar to ``target`` without what Flink's ``provided`` jars hold.
+
+    Why: the job server ships its jar with every job, and Flink loads a job's classes in a class
+    loader of that job. The EMBEDDED Java SDK harness that runs expanded Java steps (KafkaIO) in
+    the TaskManager leaves a thread running after the job (``FnHarness`` ends its executor with
+    ``shutdown()``, and ``FinalizeBundleHandler``'s clean-up loop never returns), and that thread
+    kept each job's class loader, ~50 MB of metaspace, until the TaskManager died of it. With this
+    jar on the cluster's class path and ``classloader.resolve-order: parent-first`` (see the flink
+    component), Beam, KafkaIO and their dependencies are loaded once, by the system class loader.
+
+    Rules: entries under ``_FLINK_LIB_SKIP_PREFIXES``, logging configurations and every entry a
+    ``provided`` jar holds (Flink's copies of commons-*, Kryo, Snappy, ... win; also under
+    ``META-INF/versions/<n>/``) are left out; ``META-INF/services`` files keep only providers whose
+    class is in the result, and those of Flink's own interfaces are dropped.
+    """
+    provided_names: set[str] = set()
+    for jar in provided:
+        with zipfile.ZipFile(jar) as src:
+            provided_names.update(src.namelist())
+
+    def wanted(name: str) -> bool:
+        parts = name.split("/", 3)
+        base = parts[3] if name.startswith("META-INF/versions/") and len(parts) == 4 else name
+        if name.startswith("META-INF/services/"):
+            return not name.startswith("META-INF/services/org.apache.flink.")
+        return not (
+            base.startswith(_FLINK_LIB_SKIP_PREFIXES)
+            or base in _FLINK_LIB_SKIP_FILES
+            or base in provided_names
+            or name in provided_names
+            or name.upper() == "META-INF/MANIFEST.MF"
+        )
+
+    manifest = (
+        "Manifest-Version: 1.0\r\nCreated-By: retail-backbone stack\r\nMulti-Release: true\r\n\r\n"
+    )
+    tmp = target.with_name(target.name + ".part")
+    with (
+        zipfile.ZipFile(server_jar) as src,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out,
+    ):
+        infos = [i for i in src.infolist() if not i.is_dir() and wanted(i.filename)]
+        kept = {i.filename for i in infos}
+        out.writestr("META-INF/MANIFEST.MF", manifest)
+        for info in infos:
+            if info.filename.startswith("META-INF/services/"):
+                lines = src.read(info).decode("utf-8", "replace").splitlines()
+                providers = [line for line in lines if line.replace(".", "/") + ".class" in kept]
+                if providers:
+                    out.writestr(info.filename, "\n".join(providers) + "\n")
+                continue
+            out.writestr(info, src.read(info), zipfile.ZIP_DEFLATED, 1)
+    os.replace(tmp, target)
+
+
 def _is_multi_release(jar: zipfile.ZipFile) -> bool:
     try:
         manifest = jar.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
@@ -142,6 +216,34 @@ class FlinkJobServer(Component):
         return (
             self._home(cfg) / "server" / f"beam-flink-{FLINK_MINOR}-job-server-{BEAM_VERSION}.jar"
         )
+
+    def flink_lib_jar(self, cfg: StackConfig) -> Path:
+        """Beam for the Flink cluster's class path; built by ``obtain_flink_lib_jar``."""
+        return self._home(cfg) / "flink-lib" / f"beam-flink-lib-{BEAM_VERSION}.jar"
+
+    def obtain_flink_lib_jar(
+        self, cfg: StackConfig, progress: Progress, flink_lib: list[Path]
+    ) -> Path:
+        """Obtain the server jar, then derive ``flink_lib_jar`` from it for Flink's ``flink_lib``.
+
+        Called by the flink component's ``obtain``: the cluster needs the jar, not this server.
+        """
+        self.obtain(cfg, progress)
+        server, target = self.server_jar(cfg), self.flink_lib_jar(cfg)
+        stat = server.stat()
+        what = f"{server.name} {stat.st_size} {stat.st_mtime_ns} without " + " ".join(
+            sorted(jar.name for jar in flink_lib)
+        )
+        if is_complete(target.parent, what) and target.is_file():
+            return target
+        progress(f"{self.name}: deriving {target.name} (Beam for Flink's class path)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            build_flink_lib_jar(server, target, flink_lib)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise StackError(self.name, f"building {target.name} failed: {exc}") from exc
+        mark_complete(target.parent, what)
+        return target
 
     def obtain(self, cfg: StackConfig, progress: Progress) -> None:
         log = cfg.log_path("jobserver-obtain")
@@ -171,6 +273,16 @@ class FlinkJobServer(Component):
 
     def prepare(self, cfg: StackConfig) -> None:
         (cfg.data_dir(self.name) / "artifacts").mkdir(parents=True, exist_ok=True)
+        # Flink loads Beam from its own class path, parent-first: a server jar rebuilt since the
+        # cluster started would submit jobs that run on the cluster's older copy of Beam.
+        server, lib = self.server_jar(cfg), self.flink_lib_jar(cfg)
+        if not lib.is_file() or lib.stat().st_mtime_ns < server.stat().st_mtime_ns:
+            raise StackError(
+                self.name,
+                f"{server.name} was rebuilt after the Flink cluster got its copy of Beam; "
+                "restart flink first: backbone stack down --only flink && "
+                "backbone stack up --only jobserver",
+            )
 
     def processes(self, cfg: StackConfig) -> list[ProcessSpec]:
         return [
