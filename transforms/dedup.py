@@ -11,14 +11,15 @@ Both modes emit exactly one event per ``event_id`` and count the rest as duplica
   before the shuffle); the kept copy is the earliest ingested (ties: lowest origin), so reruns keep
   the same copy.
 - streaming: keep the first copy to arrive. The ids seen are kept in state for ``ttl_seconds`` of
-  event time, then pruned by an event-time timer; a duplicate arriving after that is not caught.
-  Apply it in the global window, before any windowing.
+  event time (rounded up to a bucket), then dropped by an event-time timer; a duplicate arriving
+  after that is not caught. Apply it in the global window, before any windowing.
 
-Why state is sharded: a stateful DoFn keyed by ``event_id`` touches state once per element, which
-is the slowest design on the portable runners (see DESIGN.md: ~700 events/s at 100k keys). Keying
-by ``hash(event_id) % shards`` instead keeps one small dict per shard; the SDK reads and writes a
-key's state once per bundle, so state cost is per shard per bundle. Memory: every id seen within
-the TTL, spread over the shards.
+Why state is keyed by (shard, event-time bucket): a stateful DoFn keyed by ``event_id`` touches
+state once per element, the slowest design on the portable runners (DESIGN.md: ~700 events/s at
+100k keys); one dict per hash shard is read and rewritten whole in every bundle, which grows with
+the TTL. Copies of one event carry the same event time, so keying by ``(hash(event_id) % shards,
+event_time // bucket)`` still puts every copy under one key, while each key's dict only holds one
+bucket's ids and its state expires as a whole. Memory: the ids of ``ttl / bucket`` buckets.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ _NAMESPACE = "dedup"
 
 def _shard(event_id: str, shards: int) -> int:
     return zlib.crc32(event_id.encode()) % shards
+
+
+def _state_key(event: Event, shards: int, bucket_ms: int) -> tuple[int, int]:
+    return (_shard(event.event_id, shards), event.event_time_ms // bucket_ms)
 
 
 def _keep_first(a: Event, b: Event) -> Event:
@@ -89,50 +94,41 @@ class _EmitKeptFn(beam.DoFn):
 
 
 class _StreamingDedupFn(beam.DoFn):
-    """Per shard: ``{event_id: expiry_ms}`` in one state cell, pruned by an event-time timer."""
+    """Per (shard, bucket): the set of ids seen, dropped whole by an event-time timer."""
 
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
     PRUNE = TimerSpec("prune", TimeDomain.WATERMARK)
 
-    def __init__(self, ttl_ms: int) -> None:
+    def __init__(self, ttl_ms: int, bucket_ms: int) -> None:
         self._ttl_ms = ttl_ms
+        self._bucket_ms = bucket_ms
         self._unique = Metrics.counter(_NAMESPACE, "unique")
         self._duplicates = Metrics.counter(_NAMESPACE, "duplicates")
 
     def process(
         self,
-        element: tuple[int, Event],
+        element: tuple[tuple[int, int], Event],
         seen_state=beam.DoFn.StateParam(SEEN),
         prune=beam.DoFn.TimerParam(PRUNE),
     ) -> Iterator[Event]:
-        _, event = element
-        seen: dict[str, int] = seen_state.read() or {}
-        if event.event_id in seen:
+        (_, bucket), event = element
+        seen: set[str] | None = seen_state.read()
+        if seen is None:
+            seen = set()
+            # Forget this bucket once the watermark is a TTL past its end.
+            expiry_ms = (bucket + 1) * self._bucket_ms + self._ttl_ms
+            prune.set(Timestamp(micros=expiry_ms * 1000))
+        elif event.event_id in seen:
             self._duplicates.inc()
             return
-        expiry = event.event_time_ms + self._ttl_ms
-        first = not seen
-        seen[event.event_id] = expiry
+        seen.add(event.event_id)
         seen_state.write(seen)
-        if first:
-            prune.set(Timestamp(micros=expiry * 1000))
         self._unique.inc()
         yield event
 
     @on_timer(PRUNE)
-    def _prune(
-        self,
-        fired=beam.DoFn.TimestampParam,
-        seen_state=beam.DoFn.StateParam(SEEN),
-        prune=beam.DoFn.TimerParam(PRUNE),
-    ) -> Iterator[Event]:
-        now_ms = fired.micros // 1000
-        seen = {k: v for k, v in (seen_state.read() or {}).items() if v > now_ms}
-        if seen:
-            seen_state.write(seen)
-            prune.set(Timestamp(micros=min(seen.values()) * 1000))
-        else:
-            seen_state.clear()
+    def _prune(self, seen_state=beam.DoFn.StateParam(SEEN)) -> Iterator[Event]:
+        seen_state.clear()
         yield from ()
 
 
@@ -142,24 +138,27 @@ class DeduplicateEvents(beam.PTransform):
     Args:
         mode: ``streaming`` or ``batch``.
         ttl_seconds: streaming only: how long (event time) an id is remembered. Default 24 h.
-        shards: streaming only: state shards (parallelism of the dedup step). Default 32.
+        shards: streaming only: hash shards of the ids (parallelism of the step). Default 8.
+        bucket_seconds: streaming only: event-time bucket of one state cell. Default 300.
     """
 
     def __init__(
         self,
         mode: str,
         ttl_seconds: int = 24 * 3600,
-        shards: int = 32,
+        shards: int = 8,
+        bucket_seconds: int = 300,
         label: str | None = None,
     ) -> None:
         super().__init__(label)
         if mode not in ("streaming", "batch"):
             raise ValueError(f"mode must be 'streaming' or 'batch', not {mode!r}")
-        if ttl_seconds <= 0 or shards <= 0:
-            raise ValueError("ttl_seconds and shards must be positive")
+        if ttl_seconds <= 0 or shards <= 0 or bucket_seconds <= 0:
+            raise ValueError("ttl_seconds, shards and bucket_seconds must be positive")
         self._mode = mode
         self._ttl_ms = ttl_seconds * 1000
         self._shards = shards
+        self._bucket_ms = bucket_seconds * 1000
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         if self._mode == "batch":
@@ -169,9 +168,10 @@ class DeduplicateEvents(beam.PTransform):
                 | "KeepOnePerId" >> beam.CombinePerKey(_KeepOneCombineFn())
                 | "EmitKept" >> beam.ParDo(_EmitKeptFn()).with_output_types(Event)
             )
-        shards = self._shards
+        shards, bucket_ms = self._shards, self._bucket_ms
         return (
             events
-            | "KeyByShard" >> beam.Map(lambda e: (_shard(e.event_id, shards), e))
-            | "DropSeen" >> beam.ParDo(_StreamingDedupFn(self._ttl_ms)).with_output_types(Event)
+            | "KeyByShardAndBucket" >> beam.Map(lambda e: (_state_key(e, shards, bucket_ms), e))
+            | "DropSeen"
+            >> beam.ParDo(_StreamingDedupFn(self._ttl_ms, bucket_ms)).with_output_types(Event)
         )

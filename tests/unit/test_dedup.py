@@ -56,16 +56,20 @@ def test_batch_keeps_the_earliest_ingested_copy_whatever_the_order():
 
 
 def test_streaming_forgets_ids_after_the_ttl():
+    # Copies of one event share its event time; the id is remembered for the TTL after the end
+    # of its event-time bucket (here: bucket 10 s + TTL 60 s = until T0 + 70 s).
     e1 = make_event(event_id="same", event_time_ms=T0)
-    again_soon = e1._replace(event_time_ms=T0 + 30_000)
-    again_late = e1._replace(event_time_ms=T0 + 120_000)
+    copy_soon = e1._replace(ingest_time_ms=e1.ingest_time_ms + 1)
+    copy_late = e1._replace(ingest_time_ms=e1.ingest_time_ms + 2)
+    stamped = [beam.window.TimestampedValue(e, T0 / 1000) for e in (e1, copy_soon, copy_late)]
     stream = (
         TestStream()
         .advance_watermark_to(T0 / 1000)
-        .add_elements([beam.window.TimestampedValue(e1, T0 / 1000)])
-        .add_elements([beam.window.TimestampedValue(again_soon, (T0 + 30_000) / 1000)])
-        .advance_watermark_to((T0 + 90_000) / 1000)  # past the 60 s TTL: the id is pruned
-        .add_elements([beam.window.TimestampedValue(again_late, (T0 + 120_000) / 1000)])
+        .add_elements([stamped[0]])
+        .advance_watermark_to((T0 + 30_000) / 1000)
+        .add_elements([stamped[1]])  # within the TTL: dropped
+        .advance_watermark_to((T0 + 90_000) / 1000)  # past T0 + 70 s: forgotten
+        .add_elements([stamped[2]])
         .advance_watermark_to_infinity()
     )
     options = PipelineOptions()
@@ -74,7 +78,7 @@ def test_streaming_forgets_ids_after_the_ttl():
         out = (
             p
             | stream
-            | DeduplicateEvents(mode="streaming", ttl_seconds=60, shards=2)
-            | beam.Map(lambda e: e.event_time_ms - T0)
+            | DeduplicateEvents(mode="streaming", ttl_seconds=60, shards=2, bucket_seconds=10)
+            | beam.Map(lambda e: e.ingest_time_ms - e1.ingest_time_ms)
         )
-        assert_that(out, equal_to([0, 120_000]))
+        assert_that(out, equal_to([0, 2]))
