@@ -43,6 +43,7 @@ from retail_backbone.io.dead_letter_sinks import dead_letter_key
 from retail_backbone.io.dead_letters import DeadLetter, dlq_topic
 from retail_backbone.io.kafka import ATTEMPT_HEADER, FIRST_SEEN_HEADER
 from retail_backbone.io.kafka_sink import KafkaMessage, WriteToKafkaEvents
+from retail_backbone.pipelines.connections import ConnectionOptions
 
 __all__ = ["ReplayOptions", "ReplaySummary", "build_pipeline", "run"]
 
@@ -68,16 +69,6 @@ class ReplayOptions(PipelineOptions):
             choices=["kafka", "files"],
             default="kafka",
             help="Where the dead letters are: the dlq.<pipeline> topic or files. Default: kafka.",
-        )
-        parser.add_argument(
-            "--bootstrap_servers",
-            default="127.0.0.1:9092",
-            help="Kafka bootstrap servers. Default: 127.0.0.1:9092.",
-        )
-        parser.add_argument(
-            "--registry_url",
-            default="http://127.0.0.1:8085",
-            help="Schema registry URL. Default: http://127.0.0.1:8085.",
         )
         parser.add_argument(
             "--files_dir",
@@ -110,7 +101,6 @@ class ReplayOptions(PipelineOptions):
             action="store_true",
             help="Count what would be replayed or parked; write nothing.",
         )
-        parser.add_argument("--run_id", default=None, help="Replay run id (default: random).")
 
 
 def _iso_ms(value: str | None) -> int | None:
@@ -298,14 +288,15 @@ class ReplaySummary(NamedTuple):
 
 def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str]) -> None:
     """Wire the replay onto ``p``; ``already`` holds ledger keys of earlier replays."""
+    conn = opts.view_as(ConnectionOptions)
     if opts.source == "kafka":
         from retail_backbone.io.kafka import ReadKafkaOffsetRanges, snapshot_offset_ranges
 
-        ranges = snapshot_offset_ranges(opts.bootstrap_servers, dlq_topic(opts.pipeline))
+        ranges = snapshot_offset_ranges(conn.bootstrap_servers, dlq_topic(opts.pipeline))
         letters = (
             p
-            | "ReadDeadLetterTopic" >> ReadKafkaOffsetRanges(opts.bootstrap_servers, ranges)
-            | "DecodeDeadLetters" >> beam.ParDo(_ReadDeadLetterTopicFn(opts.registry_url))
+            | "ReadDeadLetterTopic" >> ReadKafkaOffsetRanges(conn.bootstrap_servers, ranges)
+            | "DecodeDeadLetters" >> beam.ParDo(_ReadDeadLetterTopicFn(conn.registry_url))
         )
     else:
         if not opts.files_dir:
@@ -335,20 +326,20 @@ def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str
     kafka_letters = routed.replay | "KafkaOrigin" >> beam.Filter(lambda d: d.origin.kind == "KAFKA")
     file_letters = routed.replay | "FileOrigin" >> beam.Filter(lambda d: d.origin.kind == "FILE")
     done_kafka = kafka_letters | "ReinjectKafka" >> beam.ParDo(
-        _ReinjectKafkaFn(opts.bootstrap_servers)
+        _ReinjectKafkaFn(conn.bootstrap_servers)
     )
     done_files = (
         file_letters
         | "ByFolder" >> beam.Map(lambda d: (d.origin.file.rsplit("/", 1)[0], d))
         | "GroupByFolder" >> beam.GroupByKey()
-        | "ReinjectFiles" >> beam.ParDo(_ReinjectFileFn(opts.run_id))
+        | "ReinjectFiles" >> beam.ParDo(_ReinjectFileFn(conn.run_id))
     )
     (
         (done_kafka, done_files)
         | "Replayed" >> beam.Flatten()
         | "LedgerMessages"
         >> beam.Map(lambda key: KafkaMessage(replayed_topic(opts.pipeline), key.encode(), b""))
-        | "WriteLedger" >> WriteToKafkaEvents(opts.bootstrap_servers, NAMESPACE)
+        | "WriteLedger" >> WriteToKafkaEvents(conn.bootstrap_servers, NAMESPACE)
     )
     (
         routed.park
@@ -361,19 +352,20 @@ def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str
                 d.event_id,
             )
         )
-        | "WritePark" >> WriteToKafkaEvents(opts.bootstrap_servers, NAMESPACE)
+        | "WritePark" >> WriteToKafkaEvents(conn.bootstrap_servers, NAMESPACE)
     )
 
 
 def run(argv: list[str] | None = None) -> ReplaySummary:
     """Run a replay and return its counters (see ``NAMESPACE`` counters in the docstring)."""
     opts = ReplayOptions(argv)
+    conn = opts.view_as(ConnectionOptions)
     # Validated here, not by argparse: Beam parses every options class for every pipeline.
     if not opts.pipeline:
         raise ValueError("--pipeline is required: the pipeline whose dead letters to replay")
-    if opts.run_id is None:
-        opts.run_id = uuid.uuid4().hex[:12]
-    already = _read_ledger(opts.bootstrap_servers, opts.pipeline)
+    if conn.run_id is None:
+        conn.run_id = uuid.uuid4().hex[:12]
+    already = _read_ledger(conn.bootstrap_servers, opts.pipeline)
     p = beam.Pipeline(options=opts)
     build_pipeline(p, opts, already)
     result = p.run()

@@ -38,6 +38,7 @@ from retail_backbone.io.kafka import (
     snapshot_offset_ranges,
 )
 from retail_backbone.io.postgres import UpsertRows
+from retail_backbone.pipelines.connections import ConnectionOptions
 
 PIPELINE = "smoke"
 TOPIC = "smoke.events"
@@ -83,18 +84,12 @@ class DeadLetterRow(NamedTuple):
 class SmokeOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--bootstrap_servers",
-            default="127.0.0.1:9092",
-            help="Kafka bootstrap servers, host:port[,host:port]. Default: 127.0.0.1:9092.",
-        )
         parser.add_argument("--topic", default=TOPIC, help=f"Topic to read. Default: {TOPIC}.")
         parser.add_argument(
             "--postgres_dsn",
             default="host=127.0.0.1 port=5432 user=backbone dbname=backbone",
             help="libpq connection string of the output database.",
         )
-        parser.add_argument("--run_id", default=None, help="Run id stored with every row.")
         parser.add_argument(
             "--offset_ranges",
             default=None,
@@ -153,8 +148,9 @@ class SmokeOutputs(NamedTuple):
 
 def build_pipeline(p: beam.Pipeline, opts: SmokeOptions, ranges: list[OffsetRange]) -> SmokeOutputs:
     """Wire the smoke job onto ``p``; sources and sinks come from ``opts``."""
-    run_id = opts.run_id
-    records = p | "ReadEvents" >> ReadKafkaOffsetRanges(opts.bootstrap_servers, ranges)
+    conn = opts.view_as(ConnectionOptions)
+    run_id = conn.run_id
+    records = p | "ReadEvents" >> ReadKafkaOffsetRanges(conn.bootstrap_servers, ranges)
     decoded = records | "DecodeEvents" >> beam.ParDo(_DecodeJsonFn()).with_outputs(
         _DecodeJsonFn.DEAD, main="events"
     )
@@ -344,12 +340,13 @@ def _check(s: SmokeSummary) -> None:
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Run the smoke pipeline over an existing topic with explicit options (no stack setup)."""
     opts = SmokeOptions(argv)
-    if opts.run_id is None:
-        opts.run_id = uuid.uuid4().hex[:12]
+    conn = opts.view_as(ConnectionOptions)
+    if conn.run_id is None:
+        conn.run_id = uuid.uuid4().hex[:12]
     if opts.offset_ranges:
         ranges = [OffsetRange(*r) for r in json.loads(opts.offset_ranges)]
     else:
-        ranges = snapshot_offset_ranges(opts.bootstrap_servers, opts.topic)
+        ranges = snapshot_offset_ranges(conn.bootstrap_servers, opts.topic)
     p = beam.Pipeline(options=opts)
     build_pipeline(p, opts, ranges)
     result = p.run()
