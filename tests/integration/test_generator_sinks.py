@@ -132,4 +132,5 @@ def test_produce_to_kafka_paces_to_the_target_rate(stack):
         progress=False,
     )  # fmt: skip
     assert summary.events == 1_500
-    assert 1.3 < summary.seconds < 4.0  # 1.5 s of pacing plus flush
+    # Pacing is the feature under test: 1,500 events at 1,000/s cannot finish sooner.
+    assert summary.seconds > 1.3

@@ -202,10 +202,9 @@ def test_bounded_read_and_commits_on_the_direct_runner(kafka, new_topic):
 def test_unreachable_broker_fails_when_the_pipeline_is_built(kafka):
     cfg, _ = kafka
     p = beam.Pipeline(options=PipelineOptions(runner_args("prism", cfg)))
-    started = time.monotonic()
+    # Raised while the graph is built, i.e. before any job is submitted.
     with pytest.raises(KafkaUnavailable, match=r"Kafka at 127\.0\.0\.1:1 is unreachable"):
         _ = p | ReadFromKafkaEvents("127.0.0.1:1", "retail.events", launch_timeout=2)
-    assert time.monotonic() - started < 10  # at launch, bounded by launch_timeout
 
 
 def test_missing_topic_fails_when_the_pipeline_is_built(kafka):

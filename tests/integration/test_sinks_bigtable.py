@@ -5,7 +5,6 @@ Faults are injected with a TCP proxy in front of the real emulator (``FaultProxy
 
 import datetime as dt
 import random
-import time
 import uuid
 
 import apache_beam as beam
@@ -233,9 +232,7 @@ def test_emulator_lost_mid_run_opens_the_breaker_and_a_replay_of_the_dead_letter
     marker = next(str(r.version) for r in data[150:200] if (r.sku, r.version) in newest)
     with FaultProxy(cfg.host, cfg.port("bigtable"), cut_on=marker.encode()) as proxy:
         monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", proxy.address)
-        started = time.monotonic()
         run = write(spec, data, create_tables=False)
-        seconds = time.monotonic() - started
         assert proxy.cuts == 1
         dead = run.outputs["dead"]
         c = counts(run)
@@ -248,7 +245,6 @@ def test_emulator_lost_mid_run_opens_the_breaker_and_a_replay_of_the_dead_letter
         short_circuited = [d for d in dead if "circuit open after 3 consecutive" in d.message]
         assert len(gave_up) == c["failed"]
         assert len(short_circuited) == c["dead_lettered"] - c["failed"] > 0
-        assert seconds < 60
 
         proxy.restore()
         replay = [decode_row(StockLevelRow, d.payload) for d in dead]

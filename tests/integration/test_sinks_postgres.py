@@ -7,7 +7,6 @@ database goes away mid-run" does not stop the PostgreSQL other tests share.
 import datetime as dt
 import random
 import socket
-import time
 import uuid
 
 import apache_beam as beam
@@ -280,9 +279,7 @@ def test_database_lost_mid_run_opens_the_breaker_and_a_replay_of_the_dead_letter
     with FaultProxy(cfg.host, cfg.port("postgres"), cut_on=marker) as proxy:
         proxy_dsn = pg_dsn(cfg).replace(f"port={cfg.port('postgres')}", f"port={proxy.port}")
         ensure_tables(dsn, [spec])
-        started = time.monotonic()
         run = write(proxy_dsn, spec, data, create_tables=False)
-        seconds = time.monotonic() - started
         assert proxy.cuts == 1
         dead = run.outputs["dead"]
         c = counts(run)
@@ -296,8 +293,6 @@ def test_database_lost_mid_run_opens_the_breaker_and_a_replay_of_the_dead_letter
         short_circuited = [d for d in dead if "circuit open after 3 consecutive" in d.message]
         assert len(gave_up) == c["failed"] and gave_up[0].traceback
         assert len(short_circuited) == c["dead_lettered"] - c["failed"] > 0
-        # Once open, the remaining batches were not waited on: the run stays short.
-        assert seconds < 30
         assert dump(dsn, spec) != expected
 
         # The database is back: writing the dead letters' rows again converges.
