@@ -1,0 +1,545 @@
+"""The inventory job: stock levels, stock alerts and demand forecasts, streaming or backfill.
+
+One pipeline, two modes (``--mode``): only the source and the windowing differ (the transforms
+take the mode and ask ``transforms.inventory.windowing`` for their triggers).
+
+Example::
+
+    backbone run inventory --mode batch --input data/backfill --runner direct
+    # or, without the stack set-up:
+    python -m retail_backbone.pipelines.inventory --mode batch --input data/backfill \\
+        --inventory_postgres_dsn "env:INVENTORY_PG_DSN" --sinks postgres
+
+Pipeline shape::
+
+    batch:     ReadEventFiles(--input)                    \\
+    streaming: ReadFromKafkaEvents(--topics) -> DecodeEvents(avro)
+      -> DeduplicateEvents -> UpdateStockLedger -> ToStockLevelRows -> WriteStockLevels (Postgres)
+                                                                   -> ServeStockLevels (Bigtable)
+                           -> ForecastDemand -> ToDemandForecastRows -> WriteDemandForecast
+                           -> DetectStockouts (+ forecasts' reorder points) -> ToStockAlertRows
+                              -> WriteStockAlerts
+      every dead letter (read/decode, invalid or late events, sink failures) -> MergeDeadLetters
+      -> WriteDeadLetters (files and/or dlq.inventory) when a destination is configured
+
+Tables are created at launch by ``run`` (``ensure_tables`` / ``ensure_bigtable_tables``), never
+per element. Sinks are idempotent (newest version wins), so a rerun of a backfill leaves the
+tables unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from collections import Counter
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
+from retail_backbone.pipelines.connections import ConnectionOptions
+from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
+from retail_backbone.stack.components.bigtable import INSTANCE as BIGTABLE_INSTANCE
+from retail_backbone.stack.components.bigtable import PROJECT as BIGTABLE_PROJECT
+from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
+
+__all__ = [
+    "PIPELINE",
+    "TOPICS",
+    "InventoryOptions",
+    "InventoryOutputs",
+    "build_pipeline",
+    "run",
+    "to_demand_forecast_row",
+    "to_stock_alert_row",
+    "to_stock_level_row",
+]
+
+PIPELINE = "inventory"
+TOPICS = (
+    "retail.inventory_adjusted",
+    "retail.stock_counted",
+    "retail.order_placed",
+    "retail.order_shipped",
+    "retail.order_cancelled",
+    "retail.return_processed",
+)
+SINKS = ("postgres", "bigtable")
+_DAY_MS = 86_400_000
+_DATE = r"\d{4}-\d{2}-\d{2}"
+
+# Pinned like the transforms' rows: FastPrimitivesCoder encodes these named tuples field by field
+# (schema inference would try a RowCoder, which has no mapping for the datetime/date fields).
+for _row in (StockLevelRow, StockAlertRow, DemandForecastRow):
+    coders.registry.register_coder(_row, coders.FastPrimitivesCoder)
+
+
+class InventoryOptions(PipelineOptions):
+    """Options of the inventory job, declared once in ``PARAMS``.
+
+    ``--bootstrap_servers``, ``--registry_url`` and ``--run_id`` come from ``ConnectionOptions``.
+    """
+
+    PARAMS = (
+        Param(
+            "mode",
+            "Execution mode: streaming (Kafka topics) or batch (date-partitioned files).",
+            choices=("streaming", "batch"),
+            default="batch",
+        ),
+        Param(
+            "input",
+            "Batch: root folder of event files, <input>/<event_type>/dt=YYYY-MM-DD/part-*.avro|"
+            "parquet|jsonl (local or gs://). Required in batch mode.",
+        ),
+        Param(
+            "start_date",
+            "Batch: first day to read, YYYY-MM-DD (UTC, inclusive). Default: every day found.",
+            regex=_DATE,
+        ),
+        Param(
+            "end_date",
+            "Batch: day to stop before, YYYY-MM-DD (UTC, exclusive). Default: every day found.",
+            regex=_DATE,
+        ),
+        Param(
+            "topics",
+            "Streaming: comma-separated Kafka topics to read.",
+            default=",".join(TOPICS),
+        ),
+        Param(
+            "group_id",
+            "Streaming: Kafka consumer group; the read starts at its committed offsets and "
+            "commits. Default: none (read from the earliest offsets, commit nothing).",
+        ),
+        Param(
+            "stop_when_idle_seconds",
+            "Streaming: end each partition after this many seconds without new records (a "
+            "bounded catch-up run). Default: read forever.",
+            type=float,
+        ),
+        # Not "postgres_dsn": SmokeOptions already declares that name, and an option may be
+        # declared only once in the process (tests/unit/test_pipeline_options.py).
+        Param(
+            "inventory_postgres_dsn",
+            "PostgreSQL libpq connection string, or env:VAR to read it from the workers' "
+            "environment. Required when the postgres sink is enabled; never logged.",
+            secret=True,
+        ),
+        Param(
+            "bigtable_project",
+            "Bigtable project id (any name on the emulator).",
+            default=BIGTABLE_PROJECT,
+        ),
+        Param("bigtable_instance", "Bigtable instance id.", default=BIGTABLE_INSTANCE),
+        Param(
+            "sinks",
+            "Comma-separated sinks to write: postgres (stock_levels, stock_alerts, "
+            "demand_forecast) and/or bigtable (stock_levels).",
+            default="postgres,bigtable",
+            regex=r"(postgres|bigtable)(,(postgres|bigtable))*",
+        ),
+        Param(
+            "table_suffix",
+            "Appended to every table name, e.g. _blue for blue/green loads or per-test tables "
+            "(lower-case letters, digits, underscores). Default: none.",
+            regex=r"[a-z0-9_]+",
+        ),
+        Param(
+            "allowed_lateness_seconds",
+            "Streaming: how far behind the watermark an event may arrive and still count, in "
+            "seconds; older events go to the dead letters (class late).",
+            type=int,
+            default=3600,
+        ),
+        Param(
+            "early_firing_seconds",
+            "Streaming: emit updated results this often (processing time, whole seconds).",
+            type=int,
+            default=30,
+        ),
+        Param(
+            "forecast_alpha",
+            "Holt level smoothing factor, in (0, 1].",
+            type=float,
+            default=0.3,
+        ),
+        Param(
+            "forecast_beta",
+            "Holt trend smoothing factor, in [0, 1].",
+            type=float,
+            default=0.1,
+        ),
+        Param(
+            "forecast_z",
+            "Safety-stock service-level factor (1.65 is about 95%), >= 0.",
+            type=float,
+            default=1.65,
+        ),
+        Param(
+            "lead_time_days",
+            "Replenishment lead time in days, > 0 (reorder point = forecast x lead time + "
+            "safety stock).",
+            type=float,
+            default=2.0,
+        ),
+        Param(
+            "dead_letters_dir",
+            "Write dead letters as JSON lines under <dir>/dt=YYYY-MM-DD/ (local or gs://). "
+            "Default: not written to files.",
+        ),
+        Param(
+            "dead_letters_to_kafka",
+            "Also produce dead letters to the dlq.inventory topic (Avro, via --registry_url).",
+            type=bool,
+            default=False,
+        ),
+    )
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_params(parser, cls.PARAMS)
+
+
+class InventoryOutputs(NamedTuple):
+    """What ``build_pipeline`` returns (sink rows, and every dead letter merged)."""
+
+    levels: beam.PCollection
+    alerts: beam.PCollection
+    forecasts: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+# -- conversions to the serving rows -----------------------------------------------------------
+
+
+def to_stock_level_row(level: StockLevel) -> StockLevelRow:
+    """``updated_at`` is the version's event time, never ``now()``: replays write equal rows."""
+    return StockLevelRow(
+        sku=level.sku,
+        location=level.location,
+        on_hand=level.on_hand,
+        reserved=level.reserved,
+        available=level.available,
+        version=level.version,
+        updated_at=dt.datetime.fromtimestamp(level.version / 1000, tz=dt.UTC),
+    )
+
+
+def to_stock_alert_row(alert: StockAlert) -> StockAlertRow:
+    return StockAlertRow(
+        alert_id=alert.alert_id,
+        sku=alert.sku,
+        location=alert.location,
+        kind=alert.state,
+        available=alert.available,
+        reorder_point=alert.reorder_point,
+        version=alert.version,
+    )
+
+
+def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
+    return DemandForecastRow(
+        sku=forecast.sku,
+        location=forecast.location,
+        day=dt.date.fromisoformat(forecast.day),
+        forecast=forecast.forecast,
+        trend=forecast.trend,
+        safety_stock=forecast.safety_stock,
+        reorder_point=forecast.reorder_point,
+        version=forecast.version,
+    )
+
+
+# -- options checks beyond single values -------------------------------------------------------
+
+
+def _sinks(opts: InventoryOptions) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s.strip() for s in (opts.sinks or "").split(",") if s.strip()))
+
+
+def _topics(opts: InventoryOptions) -> list[str]:
+    return [t.strip() for t in (opts.topics or "").split(",") if t.strip()]
+
+
+def check_options(opts: InventoryOptions) -> None:
+    """Every launch-time check of the options; raises ``InvalidParams`` listing all problems."""
+    validate_params(opts, InventoryOptions.PARAMS)
+    problems = []
+    if opts.mode == "batch" and not opts.input:
+        problems.append("--input is required in batch mode: the root folder of the event files")
+    if opts.mode == "streaming" and not _topics(opts):
+        problems.append("--topics is empty: give at least one Kafka topic")
+    if "postgres" in _sinks(opts) and not opts.inventory_postgres_dsn:
+        problems.append(
+            "--inventory_postgres_dsn is required with the postgres sink (a libpq string or "
+            "env:VAR), or leave postgres out of --sinks"
+        )
+    if not 0 < opts.forecast_alpha <= 1 or not 0 <= opts.forecast_beta <= 1:
+        problems.append("--forecast_alpha must be in (0, 1] and --forecast_beta in [0, 1]")
+    if opts.forecast_z < 0 or opts.lead_time_days <= 0:
+        problems.append("--forecast_z must be >= 0 and --lead_time_days > 0")
+    if opts.allowed_lateness_seconds < 0 or opts.early_firing_seconds <= 0:
+        problems.append(
+            "--allowed_lateness_seconds must be >= 0 and --early_firing_seconds positive"
+        )
+    if opts.stop_when_idle_seconds is not None and opts.stop_when_idle_seconds <= 0:
+        problems.append("--stop_when_idle_seconds must be positive")
+    if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
+        problems.append("--start_date must be before --end_date")
+    if problems:
+        raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
+
+
+def table_specs(opts: InventoryOptions) -> tuple[tuple, Any]:
+    """The Postgres inventory tables and the Bigtable stock table, with ``--table_suffix``."""
+    from retail_backbone.io.sinks.bigtable import STOCK_LEVELS_BIGTABLE
+    from retail_backbone.io.sinks.postgres import INVENTORY_TABLES
+
+    suffix = opts.table_suffix or ""
+    pg = tuple(spec.renamed(spec.name + suffix) for spec in INVENTORY_TABLES)
+    bt = STOCK_LEVELS_BIGTABLE.renamed(STOCK_LEVELS_BIGTABLE.name + suffix)
+    return pg, bt
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+
+
+def _read_events(p: beam.Pipeline, opts: InventoryOptions) -> tuple[beam.PCollection, Any]:
+    from retail_backbone.transforms.inventory.ledger import LEDGER_EVENT_TYPES
+
+    if opts.mode == "batch":
+        from retail_backbone.io.files import ReadEventFiles
+
+        read = p | "ReadEventFiles" >> ReadEventFiles(
+            opts.input,
+            pipeline=PIPELINE,
+            event_types=LEDGER_EVENT_TYPES,
+            start=opts.start_date,
+            end=opts.end_date,
+        )
+        return read.events, read.dead_letters
+    from retail_backbone.io.events import DecodeEvents
+    from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
+
+    conn = opts.view_as(ConnectionOptions)
+    stop = (
+        StopPosition.when_idle(opts.stop_when_idle_seconds) if opts.stop_when_idle_seconds else None
+    )
+    records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
+        conn.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
+    )
+    decoded = records | "DecodeEvents" >> DecodeEvents(
+        PIPELINE, fmt="avro", registry_url=conn.registry_url
+    )
+    return decoded.events, decoded.dead_letters
+
+
+def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs:
+    """Wire the inventory job onto ``p``; the mode, sources and sinks come from ``opts``.
+
+    Tables are not created here (``run`` does it at launch); call ``check_options`` first.
+
+    Returns:
+        ``InventoryOutputs``: the sink rows (``StockLevelRow``, ``StockAlertRow``,
+        ``DemandForecastRow``) and every dead letter, merged.
+    """
+    from retail_backbone.io.dead_letter_sinks import WriteDeadLetters
+    from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
+    from retail_backbone.io.sinks.postgres import WriteToPostgresVersioned
+    from retail_backbone.transforms.dedup import DeduplicateEvents
+    from retail_backbone.transforms.inventory import (
+        DetectStockouts,
+        ForecastDemand,
+        UpdateStockLedger,
+        WindowingOptions,
+    )
+    from retail_backbone.transforms.inventory.windowing import unwindow
+
+    mode = opts.mode
+    windowing = WindowingOptions(
+        mode=mode,
+        early_firing_seconds=opts.early_firing_seconds,
+        allowed_lateness_seconds=opts.allowed_lateness_seconds,
+    )
+    events, read_dead = _read_events(p, opts)
+    unique = events | "DeduplicateEvents" >> DeduplicateEvents(mode)
+
+    ledger = unique | "UpdateStockLedger" >> UpdateStockLedger(
+        mode, windowing=windowing, pipeline=PIPELINE
+    )
+    # Days kept open per key in streaming must cover the allowed lateness.
+    keep_days = max(3, math.ceil(windowing.window_lateness_seconds * 1000 / _DAY_MS) + 1)
+    demand = unique | "ForecastDemand" >> ForecastDemand(
+        mode,
+        windowing=windowing,
+        pipeline=PIPELINE,
+        alpha=opts.forecast_alpha,
+        beta=opts.forecast_beta,
+        z=opts.forecast_z,
+        lead_time_days=opts.lead_time_days,
+        keep_days=keep_days,
+    )
+    stockouts = {"events": unique, "forecasts": demand.forecasts} | "DetectStockouts" >> (
+        DetectStockouts(mode, windowing=windowing, pipeline=PIPELINE)
+    )
+
+    levels = ledger.levels | "ToStockLevelRows" >> beam.Map(to_stock_level_row).with_output_types(
+        StockLevelRow
+    )
+    alerts = stockouts.alerts | "ToStockAlertRows" >> beam.Map(
+        to_stock_alert_row
+    ).with_output_types(StockAlertRow)
+    forecasts = demand.forecasts | "ToDemandForecastRows" >> beam.Map(
+        to_demand_forecast_row
+    ).with_output_types(DemandForecastRow)
+
+    dead = [read_dead, ledger.dead_letters, demand.dead_letters, stockouts.dead_letters]
+    sink_dead = []
+    sinks = _sinks(opts)
+    pg_levels, pg_alerts, pg_forecast = table_specs(opts)[0]
+    bt_levels = table_specs(opts)[1]
+    if "postgres" in sinks:
+        for label, rows, spec in (
+            ("WriteStockLevels", levels, pg_levels),
+            ("WriteStockAlerts", alerts, pg_alerts),
+            ("WriteDemandForecast", forecasts, pg_forecast),
+        ):
+            sink_dead.append(
+                rows
+                | label
+                >> WriteToPostgresVersioned(
+                    opts.inventory_postgres_dsn, spec, pipeline=PIPELINE, create_tables=False
+                )
+            )
+    if "bigtable" in sinks:
+        sink_dead.append(
+            levels
+            | "ServeStockLevels"
+            >> WriteToBigtableVersioned(
+                opts.bigtable_project,
+                opts.bigtable_instance,
+                bt_levels,
+                pipeline=PIPELINE,
+                create_tables=False,
+            )
+        )
+    if windowing.streaming:
+        # Sink outputs keep their input's triggers; dead letters leave in the plain global window.
+        sink_dead = [
+            d | f"UnwindowSinkDeadLetters{i}" >> unwindow() for i, d in enumerate(sink_dead)
+        ]
+    dead_letters = (*dead, *sink_dead) | "MergeDeadLetters" >> beam.Flatten()
+
+    conn = opts.view_as(ConnectionOptions)
+    if opts.dead_letters_dir or opts.dead_letters_to_kafka:
+        dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+            PIPELINE,
+            bootstrap=conn.bootstrap_servers if opts.dead_letters_to_kafka else None,
+            registry_url=conn.registry_url if opts.dead_letters_to_kafka else None,
+            files_dir=opts.dead_letters_dir,
+        )
+    return InventoryOutputs(
+        levels=levels, alerts=alerts, forecasts=forecasts, dead_letters=dead_letters
+    )
+
+
+# -- launch ------------------------------------------------------------------------------------
+
+
+def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
+    """Create the enabled sinks' tables if missing (at launch); returns what was done."""
+    from retail_backbone.io.sinks.bigtable import ensure_bigtable_tables
+    from retail_backbone.io.sinks.postgres import ensure_tables
+
+    pg, bt = table_specs(opts)
+    changes = []
+    if "postgres" in _sinks(opts):
+        changes += ensure_tables(opts.inventory_postgres_dsn, pg)
+    if "bigtable" in _sinks(opts):
+        changes += ensure_bigtable_tables(opts.bigtable_project, opts.bigtable_instance, [bt])
+    return changes
+
+
+def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
+    """Counters of a finished run: events in, dead letters by class, rows written per sink."""
+    counters: dict[tuple[str, str], int] = Counter()
+    for c in result.metrics().query(MetricsFilter())["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        counters[(c.key.metric.namespace, c.key.metric.name)] += value or 0
+
+    def get(namespace: str, name: str) -> int:
+        return counters.get((namespace, name), 0)
+
+    if opts.mode == "batch":
+        events_in = get(PIPELINE, "ReadEventFiles.records_read")
+    else:
+        events_in = get("kafka", "records_read")
+    by_class: Counter = Counter()
+    by_stage: Counter = Counter()
+    for (namespace, name), value in counters.items():
+        if namespace == "dead_letters":
+            if "." in name:
+                by_class[name.split(".", 1)[1]] += value
+            else:
+                by_stage[name] += value
+    sinks = {}
+    for label in (
+        "WriteStockLevels",
+        "WriteStockAlerts",
+        "WriteDemandForecast",
+        "ServeStockLevels",
+    ):
+        if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
+            sinks[label] = {
+                k: get(PIPELINE, f"{label}.{k}")
+                for k in ("written", "skipped_stale", "failed", "dead_lettered")
+            }
+    return {
+        "run_id": opts.view_as(ConnectionOptions).run_id,
+        "mode": opts.mode,
+        "state": str(result.state),
+        "events_in": events_in,
+        "events_outside_time_range": get(PIPELINE, "ReadEventFiles.outside_time_range"),
+        "duplicates": get("dedup", "duplicates"),
+        "ledger": {
+            k: get("inventory_ledger", k)
+            for k in ("movements", "events_ignored", "events_mirrored", "events_invalid", "keys")
+        },
+        "dead_letters": sum(by_stage.values()),
+        "dead_letters_by_class": dict(sorted(by_class.items())),
+        "dead_letters_by_stage": dict(sorted(by_stage.items())),
+        "sinks": sinks,
+    }
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Validate the options, create the tables, run the job and return its summary.
+
+    Raises:
+        InvalidParams: bad or missing options (before anything starts).
+        SinkConfigError: a sink's store is unreachable or its table does not fit.
+    """
+    opts = InventoryOptions(argv)
+    check_options(opts)
+    conn = opts.view_as(ConnectionOptions)
+    if conn.run_id is None:
+        conn.run_id = uuid.uuid4().hex[:12]
+    if opts.mode == "streaming":
+        # Runners choose their streaming engine (processing-time triggers) from this flag.
+        opts.view_as(StandardOptions).streaming = True
+    ensure_sink_tables(opts)
+    p = beam.Pipeline(options=opts)
+    build_pipeline(p, opts)
+    result = p.run()
+    result.wait_until_finish()
+    return summarize(result, opts)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
