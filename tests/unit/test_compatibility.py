@@ -262,7 +262,7 @@ def test_invalid_schemas_name_the_problem(text, needle):
 
 
 def test_valid_defaults_of_every_kind():
-    parse_schema(
+    parsed = parse_schema(
         rec(
             fld("n", ["null", "int"], default=None),
             fld("i", "int", default=3),
@@ -275,6 +275,7 @@ def test_valid_defaults_of_every_kind():
             fld("r", rec(fld("x", "int", default=1), name="Inner"), default={}),
         )
     )
+    assert [f.name for f in parsed.fields] == ["n", "i", "f", "s", "b", "e", "arr", "m", "r"]
 
 
 # -- agreement with the avro package where it is right ----------------------------------------
