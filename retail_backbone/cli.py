@@ -99,6 +99,16 @@ def _make_stack(as_json: bool):
     return Stack(StackConfig.load(), progress=progress)
 
 
+def _selected(st, only: str | None) -> list[str] | None:
+    """The component names of ``--only`` (None: all), rejected as a usage error when unknown."""
+    names = _split(only)
+    try:
+        st.select(names)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return names
+
+
 def _print_statuses(statuses, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
@@ -120,10 +130,9 @@ def stack_up(only: str | None, as_json: bool) -> None:
     from retail_backbone.stack.components.base import StackError
 
     st = _make_stack(as_json)
+    names = _selected(st, only)
     try:
-        statuses = st.up(_split(only))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+        statuses = st.up(names)
     except StackError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "component": exc.component, "error": str(exc)}))
@@ -139,10 +148,7 @@ def stack_up(only: str | None, as_json: bool) -> None:
 def stack_down(only: str | None, as_json: bool) -> None:
     """Stop components (all by default). Data directories are kept."""
     st = _make_stack(as_json)
-    try:
-        stopped = st.down(_split(only))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    stopped = st.down(_selected(st, only))
     if as_json:
         click.echo(json.dumps({"stopped": stopped}))
     else:
@@ -155,10 +161,7 @@ def stack_down(only: str | None, as_json: bool) -> None:
 def stack_status(only: str | None, as_json: bool) -> None:
     """Show state, port, pid and log of each component; exit 1 if a selected one is unhealthy."""
     st = _make_stack(as_json)
-    try:
-        statuses = st.status(_split(only))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    statuses = st.status(_selected(st, only))
     _print_statuses(statuses, as_json)
     if only and any(s.state != "healthy" for s in statuses):
         sys.exit(1)
