@@ -247,14 +247,17 @@ def _fail_usage(message: str, as_json: bool) -> None:
     sys.exit(2)
 
 
-@schemas.command("check")
-@click.option(
+_SCHEMAS_DIR = click.option(
     "--dir",
     "root",
     type=click.Path(file_okay=False, exists=True),
     default=None,
     help="Schemas folder (default: the package's schemas/).",
 )
+
+
+@schemas.command("check")
+@_SCHEMAS_DIR
 @_JSON
 def schemas_check(root: str | None, as_json: bool) -> None:
     """CI gate: validate every subject's version chain at its configured level.
@@ -299,13 +302,7 @@ def schemas_check(root: str | None, as_json: bool) -> None:
 
 @schemas.command("register")
 @click.option("--registry", required=True, metavar="URL", help="Schema registry base URL.")
-@click.option(
-    "--dir",
-    "root",
-    type=click.Path(file_okay=False, exists=True),
-    default=None,
-    help="Schemas folder (default: the package's schemas/).",
-)
+@_SCHEMAS_DIR
 @_JSON
 def schemas_register(registry: str, root: str | None, as_json: bool) -> None:
     """Register every subject's versions in order, setting each subject's level first.
