@@ -8,7 +8,7 @@ Example::
     backbone run inventory --mode batch --input data/backfill --runner direct
     # or, without the stack set-up:
     python -m retail_backbone.pipelines.inventory --mode batch --input data/backfill \\
-        --inventory_postgres_dsn "env:INVENTORY_PG_DSN" --sinks postgres
+        --postgres_dsn "env:INVENTORY_PG_DSN" --sinks postgres
 
 Pipeline shape::
 
@@ -43,9 +43,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
 from retail_backbone.pipelines.connections import ConnectionOptions
+from retail_backbone.pipelines.job_options import JobOptions, params_of
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
-from retail_backbone.stack.components.bigtable import INSTANCE as BIGTABLE_INSTANCE
-from retail_backbone.stack.components.bigtable import PROJECT as BIGTABLE_PROJECT
 from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
 
 __all__ = [
@@ -71,7 +70,6 @@ TOPICS = (
 )
 SINKS = ("postgres", "bigtable")
 _DAY_MS = 86_400_000
-_DATE = r"\d{4}-\d{2}-\d{2}"
 
 # Pinned like the transforms' rows: FastPrimitivesCoder encodes these named tuples field by field
 # (schema inference would try a RowCoder, which has no mapping for the datetime/date fields).
@@ -79,90 +77,13 @@ for _row in (StockLevelRow, StockAlertRow, DemandForecastRow):
     coders.registry.register_coder(_row, coders.FastPrimitivesCoder)
 
 
-class InventoryOptions(PipelineOptions):
-    """Options of the inventory job, declared once in ``PARAMS``.
+class InventoryOptions(JobOptions, ConnectionOptions, PipelineOptions):
+    """Options of the inventory job: its own ``PARAMS`` plus the shared job and connection ones.
 
-    ``--bootstrap_servers``, ``--registry_url`` and ``--run_id`` come from ``ConnectionOptions``.
+    ``params_of(InventoryOptions)`` lists all of them (templates are generated from that).
     """
 
     PARAMS = (
-        Param(
-            "mode",
-            "Execution mode: streaming (Kafka topics) or batch (date-partitioned files).",
-            choices=("streaming", "batch"),
-            default="batch",
-        ),
-        Param(
-            "input",
-            "Batch: root folder of event files, <input>/<event_type>/dt=YYYY-MM-DD/part-*.avro|"
-            "parquet|jsonl (local or gs://). Required in batch mode.",
-        ),
-        Param(
-            "start_date",
-            "Batch: first day to read, YYYY-MM-DD (UTC, inclusive). Default: every day found.",
-            regex=_DATE,
-        ),
-        Param(
-            "end_date",
-            "Batch: day to stop before, YYYY-MM-DD (UTC, exclusive). Default: every day found.",
-            regex=_DATE,
-        ),
-        Param(
-            "topics",
-            "Streaming: comma-separated Kafka topics to read.",
-            default=",".join(TOPICS),
-        ),
-        Param(
-            "group_id",
-            "Streaming: Kafka consumer group; the read starts at its committed offsets and "
-            "commits. Default: none (read from the earliest offsets, commit nothing).",
-        ),
-        Param(
-            "stop_when_idle_seconds",
-            "Streaming: end each partition after this many seconds without new records (a "
-            "bounded catch-up run). Default: read forever.",
-            type=float,
-        ),
-        # Not "postgres_dsn": SmokeOptions already declares that name, and an option may be
-        # declared only once in the process (tests/unit/test_pipeline_options.py).
-        Param(
-            "inventory_postgres_dsn",
-            "PostgreSQL libpq connection string, or env:VAR to read it from the workers' "
-            "environment. Required when the postgres sink is enabled; never logged.",
-            secret=True,
-        ),
-        Param(
-            "bigtable_project",
-            "Bigtable project id (any name on the emulator).",
-            default=BIGTABLE_PROJECT,
-        ),
-        Param("bigtable_instance", "Bigtable instance id.", default=BIGTABLE_INSTANCE),
-        Param(
-            "sinks",
-            "Comma-separated sinks to write: postgres (stock_levels, stock_alerts, "
-            "demand_forecast) and/or bigtable (stock_levels).",
-            default="postgres,bigtable",
-            regex=r"(postgres|bigtable)(,(postgres|bigtable))*",
-        ),
-        Param(
-            "table_suffix",
-            "Appended to every table name, e.g. _blue for blue/green loads or per-test tables "
-            "(lower-case letters, digits, underscores). Default: none.",
-            regex=r"[a-z0-9_]+",
-        ),
-        Param(
-            "allowed_lateness_seconds",
-            "Streaming: how far behind the watermark an event may arrive and still count, in "
-            "seconds; older events go to the dead letters (class late).",
-            type=int,
-            default=3600,
-        ),
-        Param(
-            "early_firing_seconds",
-            "Streaming: emit updated results this often (processing time, whole seconds).",
-            type=int,
-            default=30,
-        ),
         Param(
             "forecast_alpha",
             "Holt level smoothing factor, in (0, 1].",
@@ -187,17 +108,6 @@ class InventoryOptions(PipelineOptions):
             "safety stock).",
             type=float,
             default=2.0,
-        ),
-        Param(
-            "dead_letters_dir",
-            "Write dead letters as JSON lines under <dir>/dt=YYYY-MM-DD/ (local or gs://). "
-            "Default: not written to files.",
-        ),
-        Param(
-            "dead_letters_to_kafka",
-            "Also produce dead letters to the dlq.inventory topic (Avro, via --registry_url).",
-            type=bool,
-            default=False,
         ),
     )
 
@@ -260,24 +170,31 @@ def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
 
 
 def _sinks(opts: InventoryOptions) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(s.strip() for s in (opts.sinks or "").split(",") if s.strip()))
+    if not opts.sinks:
+        return SINKS
+    return tuple(dict.fromkeys(s.strip() for s in opts.sinks.split(",") if s.strip()))
 
 
 def _topics(opts: InventoryOptions) -> list[str]:
-    return [t.strip() for t in (opts.topics or "").split(",") if t.strip()]
+    if not opts.topics:
+        return list(TOPICS)
+    return [t.strip() for t in opts.topics.split(",") if t.strip()]
 
 
 def check_options(opts: InventoryOptions) -> None:
     """Every launch-time check of the options; raises ``InvalidParams`` listing all problems."""
-    validate_params(opts, InventoryOptions.PARAMS)
+    validate_params(opts, params_of(InventoryOptions))
     problems = []
+    unknown = [s for s in _sinks(opts) if s not in SINKS]
+    if unknown:
+        problems.append(f"--sinks: unknown {unknown}; this pipeline writes {list(SINKS)}")
     if opts.mode == "batch" and not opts.input:
         problems.append("--input is required in batch mode: the root folder of the event files")
     if opts.mode == "streaming" and not _topics(opts):
         problems.append("--topics is empty: give at least one Kafka topic")
-    if "postgres" in _sinks(opts) and not opts.inventory_postgres_dsn:
+    if "postgres" in _sinks(opts) and not opts.postgres_dsn:
         problems.append(
-            "--inventory_postgres_dsn is required with the postgres sink (a libpq string or "
+            "--postgres_dsn is required with the postgres sink (a libpq string or "
             "env:VAR), or leave postgres out of --sinks"
         )
     if not 0 < opts.forecast_alpha <= 1 or not 0 <= opts.forecast_beta <= 1:
@@ -327,15 +244,14 @@ def _read_events(p: beam.Pipeline, opts: InventoryOptions) -> tuple[beam.PCollec
     from retail_backbone.io.events import DecodeEvents
     from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
 
-    conn = opts.view_as(ConnectionOptions)
     stop = (
         StopPosition.when_idle(opts.stop_when_idle_seconds) if opts.stop_when_idle_seconds else None
     )
     records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
-        conn.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
+        opts.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
     )
     decoded = records | "DecodeEvents" >> DecodeEvents(
-        PIPELINE, fmt="avro", registry_url=conn.registry_url
+        PIPELINE, fmt="avro", registry_url=opts.registry_url
     )
     return decoded.events, decoded.dead_letters
 
@@ -414,7 +330,7 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
                 rows
                 | label
                 >> WriteToPostgresVersioned(
-                    opts.inventory_postgres_dsn, spec, pipeline=PIPELINE, create_tables=False
+                    opts.postgres_dsn, spec, pipeline=PIPELINE, create_tables=False
                 )
             )
     if "bigtable" in sinks:
@@ -436,12 +352,11 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
         ]
     dead_letters = (*dead, *sink_dead) | "MergeDeadLetters" >> beam.Flatten()
 
-    conn = opts.view_as(ConnectionOptions)
     if opts.dead_letters_dir or opts.dead_letters_to_kafka:
         dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             PIPELINE,
-            bootstrap=conn.bootstrap_servers if opts.dead_letters_to_kafka else None,
-            registry_url=conn.registry_url if opts.dead_letters_to_kafka else None,
+            bootstrap=opts.bootstrap_servers if opts.dead_letters_to_kafka else None,
+            registry_url=opts.registry_url if opts.dead_letters_to_kafka else None,
             files_dir=opts.dead_letters_dir,
         )
     return InventoryOutputs(
@@ -460,7 +375,7 @@ def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
     pg, bt = table_specs(opts)
     changes = []
     if "postgres" in _sinks(opts):
-        changes += ensure_tables(opts.inventory_postgres_dsn, pg)
+        changes += ensure_tables(opts.postgres_dsn, pg)
     if "bigtable" in _sinks(opts):
         changes += ensure_bigtable_tables(opts.bigtable_project, opts.bigtable_instance, [bt])
     return changes
@@ -501,7 +416,7 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
                 for k in ("written", "skipped_stale", "failed", "dead_lettered")
             }
     return {
-        "run_id": opts.view_as(ConnectionOptions).run_id,
+        "run_id": opts.run_id,
         "mode": opts.mode,
         "state": str(result.state),
         "events_in": events_in,
@@ -527,9 +442,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """
     opts = InventoryOptions(argv)
     check_options(opts)
-    conn = opts.view_as(ConnectionOptions)
-    if conn.run_id is None:
-        conn.run_id = uuid.uuid4().hex[:12]
+    if opts.run_id is None:
+        opts.run_id = uuid.uuid4().hex[:12]
     if opts.mode == "streaming":
         # Runners choose their streaming engine (processing-time triggers) from this flag.
         opts.view_as(StandardOptions).streaming = True

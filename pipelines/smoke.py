@@ -86,11 +86,6 @@ class SmokeOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--topic", default=TOPIC, help=f"Topic to read. Default: {TOPIC}.")
         parser.add_argument(
-            "--postgres_dsn",
-            default="host=127.0.0.1 port=5432 user=backbone dbname=backbone",
-            help="libpq connection string of the output database.",
-        )
-        parser.add_argument(
             "--offset_ranges",
             default=None,
             help="JSON list of [topic, partition, start, stop]; default: the whole topic now.",
@@ -161,13 +156,13 @@ def build_pipeline(p: beam.Pipeline, opts: SmokeOptions, ranges: list[OffsetRang
         | "ToRows" >> beam.MapTuple(lambda t, n: EventTypeCount(run_id, t, n))
     )
     counts | "WriteCounts" >> UpsertRows(
-        opts.postgres_dsn, "smoke_event_counts", ("run_id", "event_type")
+        conn.postgres_dsn, "smoke_event_counts", ("run_id", "event_type")
     )
     dead = decoded[_DecodeJsonFn.DEAD] | "DeadLetterRows" >> beam.Map(
         lambda d: DeadLetterRow(run_id, str(d.origin), d.stage, d.error_class, d.message, d.payload)
     ).with_input_types(DeadLetter)
     dead | "WriteDeadLetters" >> UpsertRows(
-        opts.postgres_dsn, "smoke_dead_letters", ("run_id", "source")
+        conn.postgres_dsn, "smoke_dead_letters", ("run_id", "source")
     )
     return SmokeOutputs(counts=counts, dead_letters=dead)
 

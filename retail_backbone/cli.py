@@ -660,7 +660,7 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
     """Run the inventory job: stock levels, alerts and forecasts into Postgres and Bigtable.
 
     Brings up what the job needs (postgres and/or bigtable per --sinks, kafka and the registry
-    in streaming mode, the runner), fills --inventory_postgres_dsn, --bootstrap_servers and
+    in streaming mode, the runner), fills --postgres_dsn, --bootstrap_servers and
     --registry_url from the stack unless given, runs the job and prints its counters. Every other
     argument goes to the pipeline (python -m retail_backbone.pipelines.inventory --help lists
     them).
@@ -687,11 +687,11 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
         return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
     defaults = []
-    if not given("inventory_postgres_dsn"):
+    if not given("postgres_dsn"):
         # Passed by reference so the connection string stays out of options and display data;
         # the runners here run the SDK harness in this process (LOOPBACK), which sees the env.
         os.environ["BACKBONE_INVENTORY_PG_DSN"] = pg_dsn(cfg)
-        defaults.append("--inventory_postgres_dsn=env:BACKBONE_INVENTORY_PG_DSN")
+        defaults.append("--postgres_dsn=env:BACKBONE_INVENTORY_PG_DSN")
     if not given("bootstrap_servers"):
         defaults.append(f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}")
     if not given("registry_url"):

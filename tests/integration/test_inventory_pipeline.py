@@ -84,7 +84,7 @@ def test_batch_backfill_matches_the_generator_and_is_idempotent(backfill, stores
         "--runner=DirectRunner",
         "--mode=batch",
         f"--input={root}",
-        f"--inventory_postgres_dsn={dsn}",
+        f"--postgres_dsn={dsn}",
         f"--table_suffix={suffix}",
     ]
     first = inventory.run(argv)
@@ -140,4 +140,4 @@ def test_invalid_params_fail_before_launch_with_every_problem():
     with pytest.raises(InvalidParams) as err:
         inventory.run(["--mode=batch", "--sinks=postgres"])
     message = str(err.value)
-    assert "--input is required" in message and "--inventory_postgres_dsn is required" in message
+    assert "--input is required" in message and "--postgres_dsn is required" in message

@@ -1,0 +1,113 @@
+"""Options every streaming/batch job shares: mode, sources, bounds, lateness, dead letters, sinks.
+
+Declared once here (Beam parses every options class for every pipeline, so two pipelines cannot
+both declare ``--mode``); a pipeline's own options class inherits them::
+
+    class InventoryOptions(JobOptions, ConnectionOptions, PipelineOptions):
+        PARAMS = (Param("forecast_alpha", ...),)
+
+``PipelineOptions`` is listed last and directly so that Beam (which walks only its direct
+subclasses when it serialises options) still sees the pipeline's own parameters.
+``params_of(InventoryOptions)`` gives every parameter the pipeline accepts, in declaration order,
+for templates and documentation.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from retail_backbone.pipelines.params import Param, add_params
+
+__all__ = ["JobOptions", "params_of"]
+
+_DATE = r"\d{4}-\d{2}-\d{2}"
+
+
+class JobOptions(PipelineOptions):
+    PARAMS = (
+        Param(
+            "mode",
+            "Execution mode: streaming (Kafka topics) or batch (date-partitioned files).",
+            choices=("streaming", "batch"),
+            default="batch",
+        ),
+        Param(
+            "input",
+            "Batch: root folder of event files, <input>/<event_type>/dt=YYYY-MM-DD/part-*.avro|"
+            "parquet|jsonl (local or gs://). Required in batch mode.",
+        ),
+        Param(
+            "start_date",
+            "Batch: first day to read, YYYY-MM-DD (UTC, inclusive). Default: every day found.",
+            regex=_DATE,
+        ),
+        Param(
+            "end_date",
+            "Batch: day to stop before, YYYY-MM-DD (UTC, exclusive). Default: every day found.",
+            regex=_DATE,
+        ),
+        Param(
+            "topics",
+            "Streaming: comma-separated Kafka topics to read. Default: the pipeline's own topics.",
+        ),
+        Param(
+            "group_id",
+            "Streaming: Kafka consumer group; the read starts at its committed offsets and "
+            "commits. Default: none (read from the earliest offsets, commit nothing).",
+        ),
+        Param(
+            "stop_when_idle_seconds",
+            "Streaming: end each partition after this many seconds without new records (a "
+            "bounded catch-up run). Default: read forever.",
+            type=float,
+        ),
+        Param(
+            "sinks",
+            "Comma-separated sinks to write. Default: every sink of the pipeline.",
+            regex=r"[a-z]+(,[a-z]+)*",
+        ),
+        Param(
+            "table_suffix",
+            "Appended to every table name, e.g. _blue for blue/green loads or per-test tables "
+            "(lower-case letters, digits, underscores). Default: none.",
+            regex=r"[a-z0-9_]+",
+        ),
+        Param(
+            "allowed_lateness_seconds",
+            "Streaming: how far behind the watermark an event may arrive and still count, in "
+            "seconds; older events go to the dead letters (class late).",
+            type=int,
+            default=3600,
+        ),
+        Param(
+            "early_firing_seconds",
+            "Streaming: emit updated results this often (processing time, whole seconds).",
+            type=int,
+            default=30,
+        ),
+        Param(
+            "dead_letters_dir",
+            "Write dead letters as JSON lines under <dir>/dt=YYYY-MM-DD/ (local or gs://). "
+            "Default: not written to files.",
+        ),
+        Param(
+            "dead_letters_to_kafka",
+            "Also produce dead letters to the pipeline's dlq.<pipeline> topic (Avro, via "
+            "--registry_url).",
+            type=bool,
+            default=False,
+        ),
+    )
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_params(parser, cls.PARAMS)
+
+
+def params_of(options_class: type[PipelineOptions]) -> tuple[Param, ...]:
+    """Every ``Param`` an options class accepts: its own first, then inherited ones."""
+    seen: dict[str, Param] = {}
+    for cls in options_class.mro():
+        for param in cls.__dict__.get("PARAMS", ()):
+            seen.setdefault(param.name, param)
+    return tuple(seen.values())
