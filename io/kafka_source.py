@@ -200,14 +200,15 @@ class StopPosition:
     """Where each partition's read ends (exclusive); build it with the class methods.
 
     Attributes:
-        kind: ``offsets``, ``timestamp``, ``idle`` or ``records`` (Java engine only).
+        kind: ``offsets``, ``timestamp``, ``end`` (the end offsets at launch), ``idle`` or
+            ``records`` (Java engine only).
         timestamp_ms: For ``timestamp``: stop before the first record at or after it.
         offsets: For ``offsets``: ``(partition or (topic, partition), offset)`` pairs.
         idle_seconds: For ``idle``: stop a partition after this long without new records.
         max_records: For ``records``: stop after this many records over all partitions.
     """
 
-    kind: Literal["offsets", "timestamp", "idle", "records"]
+    kind: Literal["offsets", "timestamp", "end", "idle", "records"]
     timestamp_ms: int | None = None
     offsets: tuple[tuple[OffsetKey, int], ...] = ()
     idle_seconds: float | None = None
@@ -226,6 +227,11 @@ class StopPosition:
         by offset, which is exact when timestamps grow with offsets within a partition.
         """
         return cls("timestamp", timestamp_ms=_millis(when))
+
+    @classmethod
+    def at_end(cls) -> StopPosition:
+        """Up to the end offsets at launch: a catch-up read that never waits for new records."""
+        return cls("end")
 
     @classmethod
     def when_idle(cls, seconds: float) -> StopPosition:
@@ -425,6 +431,8 @@ def _stop_offsets(
         return {}
     if stop.kind == "offsets":
         return _resolve_offsets("stop", stop.offsets, partitions)
+    if stop.kind == "end":
+        return {key: high for key, (_, high) in bounds.items()}
     found = consumer.offsets_for_times(
         [TopicPartition(t, p, stop.timestamp_ms) for t, p in partitions], timeout=timeout
     )
