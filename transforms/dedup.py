@@ -223,7 +223,10 @@ class DeduplicateEvents(beam.PTransform):
         shards, bucket_ms = self._shards, self._bucket_ms
         return (
             events
-            | "KeyByShardAndBucket" >> beam.Map(lambda e: (_state_key(e, shards, bucket_ms), e))
+            | "KeyByShardAndBucket"
+            >> beam.Map(lambda e: (_state_key(e, shards, bucket_ms), e)).with_output_types(
+                beam.typehints.KV[str, Event]
+            )
             | "DropSeen"
             >> beam.ParDo(
                 _StreamingDedupFn(self._ttl_ms, bucket_ms, self._chunk_ids)
