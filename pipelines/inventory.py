@@ -138,6 +138,7 @@ def to_stock_level_row(level: StockLevel) -> StockLevelRow:
         available=level.available,
         version=level.version,
         updated_at=dt.datetime.fromtimestamp(level.version / 1000, tz=dt.UTC),
+        movements_applied=level.movements_applied,
     )
 
 
@@ -163,6 +164,7 @@ def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
         safety_stock=forecast.safety_stock,
         reorder_point=forecast.reorder_point,
         version=forecast.version,
+        revision=forecast.revision,
     )
 
 
