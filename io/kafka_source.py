@@ -1073,7 +1073,12 @@ class _EmbeddedJavaExpansionService:
         )
 
 
+_JAVA_RECORDS_READ = Metrics.counter("kafka", "records_read")
+
+
 def _row_to_record(row: Any) -> TimestampedValue:
+    # The same counter the python engine keeps, so job summaries read one name.
+    _JAVA_RECORDS_READ.inc()
     record = KafkaRecord(
         row.key,
         row.value or b"",
@@ -1212,6 +1217,16 @@ class ReadFromKafkaEvents(beam.PTransform):
         from apache_beam.io.kafka import ReadFromKafka
 
         start, stop = self._start, self._stop
+        if stop is not None and stop.kind == "end" and start.kind == "earliest":
+            # From the earliest offsets, "what the topics hold now" is a record count, the one
+            # bound KafkaIO has.
+            plan = plan_partition_reads(
+                self._bootstrap, self._topics, start, stop, None, self._config, self._launch_timeout
+            )
+            total = sum(r.stop - r.start for r in plan)
+            if total == 0:
+                raise ValueError(f"StopPosition.at_end(): {self._topics} hold no records")
+            stop = StopPosition.after_records(total)
         if stop is not None and stop.kind != "records":
             raise ValueError(
                 f"the java engine (KafkaIO) cannot stop at {stop.kind}; use "
