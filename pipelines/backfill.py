@@ -247,6 +247,7 @@ def run_backfill(
     parallel: int = 1,
     force: bool = False,
     run_fn: RunFn | None = None,
+    prepare_sinks: bool = True,
     progress: Progress | None = None,
 ) -> BackfillSummary:
     """Run ``spec`` once per date of ``[start, end]``; see the module docstring.
@@ -263,6 +264,8 @@ def run_backfill(
         force: run dates the state file lists as done too.
         run_fn: runs one invocation (default: the pipeline module's ``run``); injectable so
             tests can make a date fail. Must be picklable when ``parallel > 1``.
+        prepare_sinks: create the sinks' tables once before the runs (the module's
+            ``ensure_sink_tables``), so that parallel runs do not race to create them.
         progress: receives one line per started/finished date.
 
     Raises:
@@ -289,8 +292,7 @@ def run_backfill(
     module = spec.load()
     first_opts = spec.options_class()([*runner_argv, *date_args(spec, start, dates[0]), *args])
     module.check_options(first_opts)  # every date differs only in its bounds
-    if hasattr(module, "ensure_sink_tables"):
-        # Once, before parallel runs would race to create the same tables.
+    if prepare_sinks and hasattr(module, "ensure_sink_tables"):
         module.ensure_sink_tables(first_opts)
 
     began = time.monotonic()

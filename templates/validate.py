@@ -160,9 +160,10 @@ def _check_pipeline(spec: PipelineSpec, root: Path) -> list[Problem]:
     except json.JSONDecodeError as exc:
         return [Problem(rel, f"not valid JSON: {exc}")]
     problems = [Problem(rel, m) for m in check_metadata(data)]
-    if problems:
+    entries = data.get("parameters") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
         return problems
-    in_metadata = {p["name"] for p in data["parameters"]}
+    in_metadata = {p.get("name") for p in entries if isinstance(p, dict)} - {None}
     declared = declared_options(spec.options_class())
     for name in sorted(declared - in_metadata):
         problems.append(Problem(rel, f"option --{name} of {spec.options} is not a parameter"))
