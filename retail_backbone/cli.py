@@ -997,15 +997,9 @@ def launch(
     except InvalidParams as exc:
         _echo_err(str(exc))
         sys.exit(2)
-    progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
-    try:
-        Stack(cfg, progress=progress).up(plan.components(components))
-    except StackError as exc:
-        _echo_err(f"launch {spec.name} failed: {exc}")
-        sys.exit(1)
+    # Before starting anything: the cluster profile's job would hang waiting for workers.
     if target == "flink" and flink.environment_type == "EXTERNAL":
-        pool = profile_args(flink, cfg)
-        address = next(a.split("=", 1)[1] for a in pool if a.startswith("--environment_config="))
+        address = dict(a[2:].split("=", 1) for a in runner_argv)["environment_config"]
         if not worker_pool_reachable(address):
             _echo_err(
                 f"launch {spec.name} failed: no Beam SDK worker pool at {address} (profile "
@@ -1015,6 +1009,12 @@ def launch(
                 "environment"
             )
             sys.exit(1)
+    progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
+    try:
+        Stack(cfg, progress=progress).up(plan.components(components))
+    except StackError as exc:
+        _echo_err(f"launch {spec.name} failed: {exc}")
+        sys.exit(1)
     _apply_env(plan.env)
     if not as_json:
         _echo_err(f"launching {spec.name} on {where}")
