@@ -312,7 +312,7 @@ def run_backfill(
         summary.results.append(result)
         finished = sum(1 for r in summary.results if r.status != "skipped")
         detail = (
-            f"{result.events:,} events in {result.seconds:.1f}s"
+            f"{result.events:,} events read in {result.seconds:.1f}s"
             if result.status == "done"
             else result.error
         )

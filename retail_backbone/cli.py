@@ -1108,12 +1108,9 @@ def backfill(
     plan = local_plan(spec, params, cfg)
     runner_argv = runner_args(runner, cfg)
     try:
-        components = plan.components(RUNNER_COMPONENTS[runner])
-    except InvalidParams as exc:
-        _echo_err(str(exc))
-        sys.exit(2)
-    try:
-        Stack(cfg, progress=lambda line: _echo_err(f"  {line}")).up(components)
+        Stack(cfg, progress=lambda line: _echo_err(f"  {line}")).up(
+            plan.components(RUNNER_COMPONENTS[runner])
+        )
     except StackError as exc:
         _echo_err(f"backfill {spec.name} failed: {exc}")
         sys.exit(1)
@@ -1142,7 +1139,7 @@ def backfill(
     else:
         click.echo(
             f"{spec.name} backfill {data['from']}..{data['to']}: {data['done']} done, "
-            f"{data['skipped']} skipped, {data['failed']} failed; {data['events']:,} events "
+            f"{data['skipped']} skipped, {data['failed']} failed; {data['events']:,} events read "
             f"in {data['seconds']:.1f}s (state: {data['state_file']})"
         )
         for r in data["results"]:
