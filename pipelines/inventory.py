@@ -421,13 +421,28 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
                 k: get(PIPELINE, f"{label}.{k}")
                 for k in ("written", "skipped_stale", "failed", "dead_lettered")
             }
+    # Accounting: every event read is kept once, dropped as a duplicate, or dead-lettered at the
+    # read (undecodable, invalid); late data and sink failures are dead letters of later stages.
+    read_stages = ("ReadEventFiles", "DecodeEvents", "ReadFromKafka")
+    rejected_at_read = sum(v for stage, v in by_stage.items() if stage in read_stages)
+    unique = get("dedup", "unique")
+    outside = get(PIPELINE, "ReadEventFiles.outside_time_range")
+    duplicates = get("dedup", "duplicates")
     return {
         "run_id": opts.run_id,
+        "accounting": {
+            "in": events_in,
+            "unique": unique,
+            "duplicates": duplicates,
+            "dead_letters_at_read": rejected_at_read,
+            "outside_time_range": outside,
+            "balanced": events_in == unique + duplicates + rejected_at_read + outside,
+        },
         "mode": opts.mode,
         "state": str(result.state),
         "events_in": events_in,
-        "events_outside_time_range": get(PIPELINE, "ReadEventFiles.outside_time_range"),
-        "duplicates": get("dedup", "duplicates"),
+        "events_outside_time_range": outside,
+        "duplicates": duplicates,
         "ledger": {
             k: get("inventory_ledger", k)
             for k in ("movements", "events_ignored", "events_mirrored", "events_invalid", "keys")
