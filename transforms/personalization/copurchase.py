@@ -312,10 +312,15 @@ class BuildCoPurchaseGraph(beam.PTransform):
         )
         evidence = daily.elements | "ToEvidence" >> beam.ParDo(
             _EvidenceFn(self._pipeline, stage, self._max_items)
-        ).with_outputs(_EvidenceFn.VIEWS, _EvidenceFn.INVALID, main="bought")
+        ).with_output_types(tuple[str, dict[str, int]]).with_outputs(
+            _EvidenceFn.VIEWS, _EvidenceFn.INVALID, main="bought"
+        )
         max_items = self._max_items
         viewed = (
             evidence[_EvidenceFn.VIEWS]
+            # Keys carry str hints everywhere: Prism only groups by standard-coder keys.
+            | "SessionKeys"
+            >> beam.Map(lambda kv: kv).with_output_types(tuple[str, tuple[str, int]])
             | "SkusPerSession" >> beam.CombinePerKey(_SessionSkusCombineFn())
             | "ViewedPairs"
             >> beam.FlatMap(
@@ -325,18 +330,22 @@ class BuildCoPurchaseGraph(beam.PTransform):
                 ]
             )
             # Same daily windows again, with the mode's own trigger (not a continuation).
+            | "PairKeys" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, dict[str, int]])
             | "RewindowViewedPairs" >> window_into(opts, window.FixedWindows(DAY_MS // 1000))
         )
         pair_days = (
             (evidence.bought, viewed)
-            | "AllPairs" >> beam.Flatten()
+            | "AllPairs" >> beam.Flatten().with_output_types(tuple[str, dict[str, int]])
             | "CountEvidence" >> beam.CombinePerKey(_EvidenceCombineFn())
             | "ToPairDays" >> beam.Map(_to_pair_day).with_output_types(PairDay)
         )
         half = self._half_life_days
         edges = (
             pair_days
-            | "KeyByPair" >> beam.Map(lambda pd: (pair_key(pd.kind, pd.a, pd.b), pd))
+            | "KeyByPair"
+            >> beam.Map(lambda pd: (pair_key(pd.kind, pd.a, pd.b), pd)).with_output_types(
+                tuple[str, PairDay]
+            )
             | "EdgesToGlobal" >> window_into(opts)
             | "FoldEdges" >> beam.CombinePerKey(EdgeCombineFn(half))
             | "DropKeys" >> beam.Values().with_output_types(CoPurchaseEdge)

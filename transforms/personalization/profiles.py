@@ -666,7 +666,11 @@ class ExtractCatalog(beam.PTransform):
         return (
             events
             | "ProductUpserts" >> beam.Filter(lambda e: e.event_type == "product_upserted")
-            | "ToProductInfo" >> beam.Map(lambda e: (e.payload["sku"], product_info(e)))
+            # Keys carry str hints everywhere: Prism only groups by standard-coder keys.
+            | "ToProductInfo"
+            >> beam.Map(lambda e: (e.payload["sku"], product_info(e))).with_output_types(
+                tuple[str, ProductInfo]
+            )
             | "Window" >> window_into(self._windowing)
             | "LatestPerSku" >> beam.CombinePerKey(_latest)
         )
@@ -745,13 +749,16 @@ class BuildCustomerProfiles(beam.PTransform):
         )
         out = windowed.elements | "ToContributions" >> beam.ParDo(
             _ContributionsFn(self._pipeline, stage)
-        ).with_outputs(_ContributionsFn.INVALID, main="contributions")
+        ).with_output_types(tuple[str, Any]).with_outputs(
+            _ContributionsFn.INVALID, main="contributions"
+        )
         contributions = out.contributions
         gap_s = self._settings.gap_ms / 1000
         sessions = (
             contributions
             | "ActivityOnly" >> beam.Filter(lambda kv: kv[1][0] in _ACTIVITY)
-            | "ActivityTimes" >> beam.Map(lambda kv: (kv[0], kv[1][1]))
+            | "ActivityTimes"
+            >> beam.Map(lambda kv: (kv[0], kv[1][1])).with_output_types(tuple[str, int])
             | "SessionWindows" >> window_into(self._windowing, window.Sessions(gap_s))
             | "CountSessionEvents" >> beam.CombinePerKey(_SessionSpanCombineFn())
             | "ToSessionSpans" >> beam.Map(_span).with_output_types(SessionSpan)
@@ -759,7 +766,9 @@ class BuildCustomerProfiles(beam.PTransform):
         session_contributions = (
             sessions
             | "SpanContributions"
-            >> beam.Map(lambda s: (s.customer_id, ("session", s.start_ms, s.end_ms)))
+            >> beam.Map(
+                lambda s: (s.customer_id, ("session", s.start_ms, s.end_ms))
+            ).with_output_types(tuple[str, Any])
             | "SpansToGlobal" >> window_into(self._windowing)
         )
         aggregates = (
@@ -767,7 +776,7 @@ class BuildCustomerProfiles(beam.PTransform):
                 contributions,
                 session_contributions,
             )
-            | "AllContributions" >> beam.Flatten()
+            | "AllContributions" >> beam.Flatten().with_output_types(tuple[str, Any])
             | "FoldProfiles" >> beam.CombinePerKey(ProfileCombineFn(self._settings))
         )
         profiles = aggregates | "EnrichProfiles" >> beam.ParDo(

@@ -303,7 +303,8 @@ class Recommend(beam.PTransform):
         p = inputs["profiles"].pipeline
         related = (
             inputs["edges"]
-            | "BothEnds" >> beam.FlatMap(_both_ends)
+            # Keys carry str hints everywhere: Prism only groups by standard-coder keys.
+            | "BothEnds" >> beam.FlatMap(_both_ends).with_output_types(tuple[str, tuple])
             | "EdgesGlobal" >> window_into(opts)
             | "TopNeighbours" >> beam.CombinePerKey(NeighboursCombineFn(s))
             | "ToRelatedRows" >> beam.Map(_related_row).with_output_types(RelatedProducts)
@@ -311,7 +312,7 @@ class Recommend(beam.PTransform):
         catalog = inputs["catalog"]
         popular = (
             inputs["events"]
-            | "PopularityPoints" >> beam.FlatMap(_popularity)
+            | "PopularityPoints" >> beam.FlatMap(_popularity).with_output_types(tuple[str, int])
             | "PopularityGlobal" >> window_into(opts)
             | "PopularityPerSku" >> beam.CombinePerKey(sum)
             | "ByCategory"
@@ -320,7 +321,7 @@ class Recommend(beam.PTransform):
                     [(cat[kv[0]].category, (kv[0], float(kv[1])))] if kv[0] in cat else []
                 ),
                 cat=beam.pvalue.AsDict(catalog),
-            )
+            ).with_output_types(tuple[str, tuple[str, float]])
             | "TopPerCategory" >> beam.CombinePerKey(TopPerKeyCombineFn(s.popular_per_category))
         )
         out_of_stock = inputs.get("out_of_stock")
