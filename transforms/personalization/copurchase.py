@@ -350,9 +350,9 @@ class BuildCoPurchaseGraph(beam.PTransform):
             | "FoldEdges" >> beam.CombinePerKey(EdgeCombineFn(half))
             | "DropKeys" >> beam.Values().with_output_types(CoPurchaseEdge)
         )
-        invalid = evidence[_EvidenceFn.INVALID]
-        if opts.streaming:
-            invalid = invalid | "UnwindowInvalid" >> unwindow()
+        # Dead letters leave in the plain global window (these are in daily windows), like the
+        # late ones from DropLateData, so the merge below keeps every element's real window.
+        invalid = evidence[_EvidenceFn.INVALID] | "UnwindowInvalid" >> unwindow()
         dead = (
             daily.dead_letters,
             invalid,

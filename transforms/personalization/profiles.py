@@ -782,10 +782,9 @@ class BuildCustomerProfiles(beam.PTransform):
         profiles = aggregates | "EnrichProfiles" >> beam.ParDo(
             _EnrichProfileFn(self._hash_key), catalog=beam.pvalue.AsDict(self._catalog)
         ).with_output_types(CustomerProfile)
-        invalid = out[_ContributionsFn.INVALID]
-        if self._windowing.streaming:
-            # Late letters leave DropLateData unwindowed; these carry the events' trigger.
-            invalid = invalid | "UnwindowInvalid" >> unwindow()
+        # Dead letters leave in the plain global window (these carry the events' trigger), like
+        # the late ones from DropLateData.
+        invalid = out[_ContributionsFn.INVALID] | "UnwindowInvalid" >> unwindow()
         dead = (windowed.dead_letters, invalid) | "MergeDeadLetters" >> (
             beam.Flatten().with_output_types(DeadLetter)
         )
