@@ -82,6 +82,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--runner", choices=["prism", "direct"], default="direct")
     parser.add_argument("--dedup", choices=["streaming", "batch"], default="streaming")
+    parser.add_argument(
+        "--bucket_seconds", type=int, default=None, help="streaming dedup state bucket"
+    )
+    parser.add_argument("--shards", type=int, default=None, help="streaming dedup shards")
     args = parser.parse_args()
 
     cfg = StackConfig.load()
@@ -114,16 +118,19 @@ def main() -> None:
     decode_s = _raw_decode(values, registry)
     del values
 
+    dedup_args = {
+        k: v for k, v in (("bucket_seconds", args.bucket_seconds), ("shards", args.shards)) if v
+    }
     t0 = time.perf_counter()
     p = beam.Pipeline(options=PipelineOptions(runner_args(args.runner, cfg)))
     decoded = (
         p
-        | "Read" >> ReadFromKafkaEvents(bootstrap, topic, stop=StopPosition.when_idle(2))
+        | "Read" >> ReadFromKafkaEvents(bootstrap, topic, stop=StopPosition.at_end())
         | "Decode" >> DecodeEvents("bench", fmt="avro", registry_url=registry)
     )
     _ = (
         decoded.events
-        | "Dedup" >> DeduplicateEvents(args.dedup)
+        | "Dedup" >> DeduplicateEvents(args.dedup, **dedup_args)
         | "Count" >> beam.combiners.Count.Globally()
     )
     result = p.run()

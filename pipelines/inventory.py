@@ -138,6 +138,7 @@ def to_stock_level_row(level: StockLevel) -> StockLevelRow:
         available=level.available,
         version=level.version,
         updated_at=dt.datetime.fromtimestamp(level.version / 1000, tz=dt.UTC),
+        movements_applied=level.movements_applied,
     )
 
 
@@ -163,6 +164,7 @@ def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
         safety_stock=forecast.safety_stock,
         reorder_point=forecast.reorder_point,
         version=forecast.version,
+        revision=forecast.revision,
     )
 
 
@@ -207,6 +209,8 @@ def check_options(opts: InventoryOptions) -> None:
         )
     if opts.stop_when_idle_seconds is not None and opts.stop_when_idle_seconds <= 0:
         problems.append("--stop_when_idle_seconds must be positive")
+    if opts.stop_at_end and opts.stop_when_idle_seconds:
+        problems.append("give --stop_at_end or --stop_when_idle_seconds, not both")
     if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
         problems.append("--start_date must be before --end_date")
     if problems:
@@ -244,9 +248,11 @@ def _read_events(p: beam.Pipeline, opts: InventoryOptions) -> tuple[beam.PCollec
     from retail_backbone.io.events import DecodeEvents
     from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
 
-    stop = (
-        StopPosition.when_idle(opts.stop_when_idle_seconds) if opts.stop_when_idle_seconds else None
-    )
+    stop = None
+    if opts.stop_at_end:
+        stop = StopPosition.at_end()
+    elif opts.stop_when_idle_seconds:
+        stop = StopPosition.when_idle(opts.stop_when_idle_seconds)
     records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
         opts.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
     )

@@ -62,6 +62,13 @@ class JobOptions(PipelineOptions):
             type=float,
         ),
         Param(
+            "stop_at_end",
+            "Streaming: read what the topics hold at launch, then stop (a bounded catch-up or "
+            "replay run that never waits for new records).",
+            type=bool,
+            default=False,
+        ),
+        Param(
             "sinks",
             "Comma-separated sinks to write. Default: every sink of the pipeline.",
             regex=r"[a-z]+(,[a-z]+)*",

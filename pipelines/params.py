@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["InvalidParams", "Param", "add_params", "validate_params"]
+__all__ = ["InvalidParams", "Param", "add_params", "parse_bool", "validate_params"]
 
 
 class InvalidParams(ValueError):
@@ -85,12 +85,37 @@ class Param:
         return self.help + (f" ({'; '.join(extra)})" if extra else "")
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, on/off, any case) as a bool, for boolean params.
+
+    Example: ``parse_bool("False")`` is ``False``.
+    """
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use true or false")
+
+
 def add_params(parser: Any, params: Iterable[Param]) -> None:
     """Declare ``params`` on a Beam options parser (``_add_argparse_args``)."""
     for p in params:
         if p.type is bool:
+            # ``--flag`` alone means true, and ``--flag=true|false`` works too: Dataflow Flex
+            # Templates (and most schedulers) pass every parameter as ``--name=value``, which a
+            # plain ``store_true`` flag rejects.
             parser.add_argument(
-                f"--{p.name}", action="store_true", default=bool(p.default), help=p.help_text()
+                f"--{p.name}",
+                nargs="?",
+                const=True,
+                type=parse_bool,
+                default=bool(p.default),
+                help=p.help_text(),
             )
         else:
             parser.add_argument(

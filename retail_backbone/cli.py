@@ -18,6 +18,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -837,6 +838,412 @@ def run_personalization(runner: str, as_json: bool, pipeline_args: tuple[str, ..
             f"{summary['recommend']['customers']}; accounting (profiles stage): in {acc['in']} "
             f"= out {acc['out']} + dead letters {acc['dead_letters']}"
         )
+
+
+# -- templates, launch, backfill (issue #7) -------------------------------------------------------
+
+
+def _pipeline_spec(name: str):
+    from retail_backbone.pipelines.registry import PIPELINES
+
+    if name not in PIPELINES:
+        raise click.BadParameter(
+            f"unknown pipeline {name!r}; registered: {', '.join(sorted(PIPELINES))}",
+            param_hint="PIPELINE",
+        )
+    return PIPELINES[name]
+
+
+@main.group()
+def templates() -> None:
+    """Flex Template files and Flink profiles, generated from each pipeline's options.
+
+    \b
+    templates/<pipeline>/metadata.json   Dataflow Flex Template metadata
+    templates/<pipeline>/spec.json       the Flex Template spec (image placeholder)
+    templates/<pipeline>/Dockerfile      the launcher image
+    README.md                            parameter tables between the params markers
+    templates/flink/<profile>.toml       Flink runner profiles (hand-written data)
+    """
+
+
+@templates.command("build")
+@click.argument("pipeline", required=False)
+@_JSON
+def templates_build(pipeline: str | None, as_json: bool) -> None:
+    """Regenerate the template files of PIPELINE (default: every registered pipeline).
+
+    Writes only files whose content changed and lists them. The README tables always cover
+    every pipeline.
+    """
+    from retail_backbone.templates.build import build_files, repo_root
+
+    names = [_pipeline_spec(pipeline).name] if pipeline else None
+    try:
+        changed = build_files(repo_root(), names)
+    except (FileNotFoundError, ValueError) as exc:
+        _echo_err(f"templates build failed: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"changed": changed}))
+    elif changed:
+        for rel in changed:
+            click.echo(f"wrote {rel}")
+    else:
+        click.echo("templates up to date")
+
+
+@templates.command("validate")
+@_JSON
+def templates_validate(as_json: bool) -> None:
+    """Check the committed template files; exit 1 listing every problem.
+
+    Metadata schema (Dataflow Flex Template fields and paramType values), every option of the
+    options class is a parameter (and nothing else), no secret parameter has a default, every
+    generated file equals what `templates build` would write, and every Flink profile is valid.
+    """
+    from retail_backbone.templates.build import repo_root
+    from retail_backbone.templates.validate import validate_templates
+
+    problems = validate_templates(repo_root())
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, "problems": [p.as_dict() for p in problems]}))
+    elif problems:
+        click.echo(f"{len(problems)} problem(s):")
+        for p in problems:
+            click.echo(f"  {p.file}: {p.message}")
+    else:
+        click.echo("templates valid and in sync with the options")
+    sys.exit(1 if problems else 0)
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    import os
+
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+
+
+def _launch_dataflow(spec, args: list[str], project, region, bucket, as_json: bool) -> None:
+    import shlex
+    import subprocess
+
+    from retail_backbone.templates.dataflow import flex_template_commands, gcloud_ready
+
+    secret = {p.name for p in spec.params() if p.secret}
+    params: dict[str, str] = {}
+    redacted = []
+    for arg in args:
+        if not arg.startswith("--"):
+            raise click.BadParameter(f"expected --name=value, got {arg!r}", param_hint="PARAMS")
+        name, _, value = arg[2:].partition("=")
+        value = value or "true"
+        if name in secret and not value.startswith(("env:", "projects/")):
+            # A literal secret would land in shell history and job metadata: print a placeholder.
+            redacted.append(name)
+            value = "REDACTED"
+        params[name] = value
+    from retail_backbone.pipelines.params import InvalidParams
+
+    try:
+        # The launcher would refuse these too, but only after an image build and a VM start.
+        spec.load().check_options(spec.options_class()(args))
+    except InvalidParams as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    where = {"project": project, "region": region, "bucket": bucket}
+    placeholders = [name for name, value in where.items() if not value]
+    commands = flex_template_commands(
+        spec,
+        project=project or "PROJECT_ID",
+        region=region or "REGION",
+        bucket=bucket or "BUCKET",
+        params=params,
+    )
+    ready, why = gcloud_ready()
+    notes = []
+    if placeholders:
+        notes.append(f"placeholders for --{', --'.join(placeholders)}: fill them in")
+    if redacted:
+        notes.append(
+            f"secret {', '.join(redacted)} replaced by REDACTED: pass a reference "
+            "(env:VAR or a Secret Manager name) instead of the value"
+        )
+    execute = ready and not placeholders and not redacted
+    if not execute:
+        notes.append(f"not run: {why}" if not ready else "not run: fill in the placeholders")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "target": "dataflow",
+                    "pipeline": spec.name,
+                    "commands": [shlex.join(c) for c in commands],
+                    "executed": execute,
+                    "notes": notes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"# Dataflow Flex Template for {spec.name}, from the repository root:")
+        for cmd in commands:
+            click.echo(shlex.join(cmd))
+        for note in notes:
+            click.echo(f"# note: {note}")
+    if not execute:
+        return
+    for cmd in commands:
+        _echo_err(f"$ {shlex.join(cmd)}")
+        if subprocess.run(cmd, check=False).returncode != 0:
+            _echo_err(f"launch failed at: {shlex.join(cmd)}")
+            sys.exit(1)
+
+
+@main.command(
+    "launch",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("pipeline")
+@click.option(
+    "--target",
+    type=click.Choice(["local", "flink", "dataflow"]),
+    default="local",
+    show_default=True,
+    help="local: this machine (--runner); flink: the stack's Flink cluster (--profile); "
+    "dataflow: print (and, with gcloud credentials, run) the Flex Template commands.",
+)
+@click.option(
+    "--profile",
+    default="local",
+    show_default=True,
+    help="Flink runner profile, templates/flink/<profile>.toml (local: LOOPBACK; cluster: "
+    "EXTERNAL worker pool). --target flink only.",
+)
+@click.option(
+    "--runner",
+    type=click.Choice(["direct", "prism"]),
+    default="direct",
+    show_default=True,
+    help="Runner of --target local.",
+)
+@click.option("--project", help="GCP project (--target dataflow).")
+@click.option("--region", help="Dataflow region (--target dataflow).")
+@click.option("--bucket", help="GCS bucket for the template spec, staging and temp files.")
+@_JSON
+@click.argument("params", nargs=-1, type=click.UNPROCESSED)
+def launch(
+    pipeline: str,
+    target: str,
+    profile: str,
+    runner: str,
+    project: str | None,
+    region: str | None,
+    bucket: str | None,
+    as_json: bool,
+    params: tuple[str, ...],
+) -> None:
+    """Launch PIPELINE with its parameters (--name=value, see the README tables).
+
+    \b
+    local    runs on this machine (direct or prism) against the stack, waiting for the end;
+             connection parameters not given come from the stack.
+    flink    submits to the stack's Flink cluster through the Beam job server with a runner
+             profile (parallelism, checkpointing, state backend, bundles, environment).
+             A streaming job runs until interrupted.
+    dataflow prints the exact docker/gcloud commands that build the launcher image and the
+             Flex Template and run it with these parameters; runs them when gcloud, docker
+             and credentials are present and every value is filled in.
+
+    \b
+    Examples:
+      backbone launch inventory --target local --mode=batch --input=data/backfill
+      backbone launch inventory --target flink --profile local --mode=batch --input=data
+      backbone launch inventory --target dataflow --project p --region europe-west1 \
+          --bucket b --mode=batch --input=gs://b/events --postgres_dsn=env:PG_DSN
+    """
+    from retail_backbone.io.sinks.base import SinkConfigError
+    from retail_backbone.pipelines.launch import local_plan, worker_pool_reachable
+    from retail_backbone.pipelines.params import InvalidParams
+    from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
+    from retail_backbone.stack import Stack, StackConfig
+    from retail_backbone.stack.components.base import StackError
+    from retail_backbone.templates.profiles import ProfileError, load_profile, profile_args
+
+    spec = _pipeline_spec(pipeline)
+    if target == "dataflow":
+        _launch_dataflow(spec, list(params), project, region, bucket, as_json)
+        return
+    cfg = StackConfig.load()
+    module = spec.load()
+    plan = local_plan(spec, params, cfg)
+    if target == "local":
+        runner_argv = runner_args(runner, cfg)
+        components = RUNNER_COMPONENTS[runner]
+        where = runner
+    else:
+        try:
+            flink = load_profile(profile)
+        except ProfileError as exc:
+            _echo_err(str(exc))
+            sys.exit(2)
+        runner_argv = profile_args(flink, cfg)
+        components = RUNNER_COMPONENTS["flink"]
+        where = f"flink ({profile}: {flink.description})"
+    try:
+        module.check_options(plan.options(runner_argv))
+    except InvalidParams as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    # Before starting anything: the cluster profile's job would hang waiting for workers.
+    if target == "flink" and flink.environment_type == "EXTERNAL":
+        address = dict(a[2:].split("=", 1) for a in runner_argv)["environment_config"]
+        if not worker_pool_reachable(address):
+            _echo_err(
+                f"launch {spec.name} failed: no Beam SDK worker pool at {address} (profile "
+                f"{profile} uses the EXTERNAL environment); start one next to the TaskManager, "
+                "e.g. python -m apache_beam.runners.worker.worker_pool_main "
+                f"--service_port={address.rpartition(':')[2]}, with the env: secrets in its "
+                "environment"
+            )
+            sys.exit(1)
+    progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
+    try:
+        Stack(cfg, progress=progress).up(plan.components(components))
+    except StackError as exc:
+        _echo_err(f"launch {spec.name} failed: {exc}")
+        sys.exit(1)
+    _apply_env(plan.env)
+    if not as_json:
+        _echo_err(f"launching {spec.name} on {where}")
+    try:
+        summary = module.run([*runner_argv, *plan.argv])
+    except InvalidParams as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    except SinkConfigError as exc:
+        _echo_err(f"launch {spec.name} failed: {exc}")
+        sys.exit(1)
+    result = {"target": target, "pipeline": spec.name, "summary": summary}
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(
+            f"{spec.name} on {where}: {summary.get('state')}; events in "
+            f"{summary.get('events_in')}, dead letters {summary.get('dead_letters')}"
+        )
+
+
+@main.command(
+    "backfill",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("pipeline")
+@click.option("--from", "start", required=True, help="First date, YYYY-MM-DD.")
+@click.option("--to", "end", required=True, help="Last date, YYYY-MM-DD (included).")
+@click.option("--parallel", default=1, show_default=True, help="Dates run at once.")
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False),
+    help="State file of finished dates (default: .backfill/<pipeline>-<fingerprint>.json).",
+)
+@click.option("--force", is_flag=True, help="Run dates the state file lists as done too.")
+@click.option(
+    "--runner",
+    type=click.Choice(["direct", "prism"]),
+    default="direct",
+    show_default=True,
+    help="Runner of each date's batch job.",
+)
+@_JSON
+@click.argument("params", nargs=-1, type=click.UNPROCESSED)
+def backfill(
+    pipeline: str,
+    start: str,
+    end: str,
+    parallel: int,
+    state_file: str | None,
+    force: bool,
+    runner: str,
+    as_json: bool,
+    params: tuple[str, ...],
+) -> None:
+    """Backfill PIPELINE: one batch run per date from --from to --to, resumable.
+
+    Each date's run reads the date partitions of --input (its own partition, or for pipelines
+    whose results are running state, such as inventory, every partition from --from up to it).
+    Finished dates are recorded in the state file; a rerun skips them (unless --force), so a
+    backfill that died continues with the first unfinished date. Sinks are idempotent: running
+    a date again leaves the same state. Progress goes to stderr, a summary to stdout (--json
+    for programs). Exit code 0 when every date succeeded, 1 when one failed, 2 on bad input.
+
+    \b
+    Example (cron-friendly):
+      backbone backfill inventory --from 2025-11-01 --to 2025-11-30 --parallel 2 \
+          --input=data/backfill --json
+    """
+    import datetime as dt
+
+    from retail_backbone.io.sinks.base import SinkConfigError
+    from retail_backbone.pipelines.backfill import StateMismatch, run_backfill
+    from retail_backbone.pipelines.launch import local_plan
+    from retail_backbone.pipelines.params import InvalidParams
+    from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
+    from retail_backbone.stack import Stack, StackConfig
+    from retail_backbone.stack.components.base import StackError
+
+    spec = _pipeline_spec(pipeline)
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError as exc:
+        raise click.BadParameter(f"dates are YYYY-MM-DD: {exc}") from None
+    if last < first:
+        raise click.BadParameter("--to is before --from")
+    if parallel < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--parallel")
+    cfg = StackConfig.load()
+    plan = local_plan(spec, params, cfg)
+    runner_argv = runner_args(runner, cfg)
+    try:
+        Stack(cfg, progress=lambda line: _echo_err(f"  {line}")).up(
+            plan.components(RUNNER_COMPONENTS[runner])
+        )
+    except StackError as exc:
+        _echo_err(f"backfill {spec.name} failed: {exc}")
+        sys.exit(1)
+    _apply_env(plan.env)
+    try:
+        summary = run_backfill(
+            spec,
+            first,
+            last,
+            plan.argv,
+            runner_argv=runner_argv,
+            state_path=Path(state_file) if state_file else None,
+            parallel=parallel,
+            force=force,
+            progress=_echo_err,
+        )
+    except (InvalidParams, StateMismatch, ValueError) as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    except SinkConfigError as exc:
+        _echo_err(f"backfill {spec.name} failed: {exc}")
+        sys.exit(1)
+    data = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(
+            f"{spec.name} backfill {data['from']}..{data['to']}: {data['done']} done, "
+            f"{data['skipped']} skipped, {data['failed']} failed; {data['events']:,} events read "
+            f"in {data['seconds']:.1f}s (state: {data['state_file']})"
+        )
+        for r in data["results"]:
+            if r["status"] == "failed":
+                click.echo(f"  {r['date']} failed: {r['error']}")
+    sys.exit(0 if summary.ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ import apache_beam as beam
 from retail_backbone.io.dead_letters import Origin
 from retail_backbone.io.events import Event
 
-__all__ = ["collect", "make_event"]
+__all__ = ["collect", "inventory_bigtable_levels", "inventory_postgres_state", "make_event"]
 
 
 def make_event(
@@ -81,3 +81,34 @@ def collect(
             lines = path.read_text().splitlines()
             out[path.name] = [pickle.loads(base64.b64decode(line)) for line in lines]
         return out
+
+
+def inventory_postgres_state(dsn: str, suffix: str = "") -> dict[str, list[tuple]]:
+    """Every row of the inventory job's Postgres tables (with ``suffix``), sorted."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return {
+            table: conn.execute(f"SELECT * FROM {table}{suffix} ORDER BY 1, 2, 3").fetchall()
+            for table in ("stock_levels", "stock_alerts", "demand_forecast")
+        }
+
+
+def inventory_bigtable_levels(
+    suffix: str = "", project: str | None = None, instance: str | None = None
+) -> dict[tuple[str, str], tuple]:
+    """The inventory job's Bigtable stock levels (newest cells) by (sku, location)."""
+    from google.cloud import bigtable
+    from google.cloud.bigtable.row_filters import CellsColumnLimitFilter
+
+    from retail_backbone.io.sinks.bigtable import STOCK_LEVELS_BIGTABLE, decode_cells
+    from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
+
+    spec = STOCK_LEVELS_BIGTABLE.renamed(f"stock_levels{suffix}")
+    client = bigtable.Client(project=project or PROJECT, admin=True)
+    table = client.instance(instance or INSTANCE).table(spec.name)
+    rows = {}
+    for data in table.read_rows(filter_=CellsColumnLimitFilter(1)):
+        row = decode_cells(spec, data)
+        rows[(row.sku, row.location)] = (row.on_hand, row.reserved, row.available, row.version)
+    return rows

@@ -96,6 +96,9 @@ class BigtableTableSpec:
         family: the column family holding one column per non-key field.
         key: fields joined (in this order, by ``separator``) into the row key.
         version: the integer field that becomes every cell's timestamp (x 1000).
+        tiebreak: an integer field that decides between two rows of one version (the higher
+            wins; its cell is rewritten at the same timestamp). Needs the stored-version read,
+            so writes with a tie-breaker always check (``count_stale`` is implied).
         max_versions: cells kept per column by the GC rule.
         salt_buckets: 0 for natural keys; N > 0 prefixes ``crc32(key) % N`` to spread writes.
         insert_if_absent: ``True`` for append-only tables: the first row per key stays.
@@ -107,6 +110,7 @@ class BigtableTableSpec:
     family: str
     key: tuple[str, ...]
     version: str = "version"
+    tiebreak: str | None = None
     max_versions: int = 1
     salt_buckets: int = 0
     insert_if_absent: bool = False
@@ -119,7 +123,8 @@ class BigtableTableSpec:
         if self.max_versions < 1 or self.salt_buckets < 0:
             raise SinkConfigError("max_versions must be >= 1 and salt_buckets >= 0")
         if self.row_type is not None:
-            missing = set((*self.key, self.version)) - set(self.row_type._fields)
+            needed = (*self.key, self.version, *([self.tiebreak] if self.tiebreak else []))
+            missing = set(needed) - set(self.row_type._fields)
             if missing:
                 raise SinkConfigError(f"row type {self.row_type.__name__} lacks {missing}")
 
@@ -151,7 +156,11 @@ class BigtableTableSpec:
 
 #: Current stock per sku and location, for point lookups by the serving layer.
 STOCK_LEVELS_BIGTABLE = BigtableTableSpec(
-    name="stock_levels", family="s", key=("sku", "location"), row_type=StockLevelRow
+    name="stock_levels",
+    family="s",
+    key=("sku", "location"),
+    tiebreak="movements_applied",
+    row_type=StockLevelRow,
 )
 
 
@@ -296,12 +305,14 @@ class _BigtableWriter(BatchWriter):
         # Reads and writes make one attempt each: BatchGuard owns retries and backoff.
         self._no_retry = Retry(predicate=lambda _exc: False, timeout=self._timeout)
         family = rf.FamilyNameRegexFilter(re.escape(self._spec.family))
+        version_columns = "|".join(
+            re.escape(c) for c in (self._spec.version, self._spec.tiebreak) if c
+        )
         self._version_filter = rf.RowFilterChain(
             [
                 family,
-                rf.ColumnQualifierRegexFilter(re.escape(self._spec.version).encode()),
+                rf.ColumnQualifierRegexFilter(f"^({version_columns})$".encode()),
                 rf.CellsColumnLimitFilter(1),
-                rf.StripValueTransformerFilter(True),
             ]
         )
         self._exists_filter = rf.RowFilterChain(
@@ -349,16 +360,21 @@ class _BigtableWriter(BatchWriter):
         if self.insert_if_absent:
             self._insert_absent(todo, keys, mutations, result)
             return result
-        if self._count_stale and todo:
+        if (self._count_stale or self._spec.tiebreak) and todo:
             stored = self._stored_versions([keys[i] for i in todo])
-            fresh = [i for i in todo if stored.get(keys[i], -1) < self.version(rows[i])]
+            fresh = [i for i in todo if stored.get(keys[i], (-1, -1)) < self._rank(rows[i])]
             result.stale += len(todo) - len(fresh)
             todo = fresh
         if todo:
             self._mutate(todo, keys, mutations, result)
         return result
 
-    def _stored_versions(self, keys: list[bytes]) -> dict[bytes, int]:
+    def _rank(self, row: Any) -> tuple[int, int]:
+        """What orders two rows of one key: (version, tie-breaker or 0)."""
+        tiebreak = field_of(row, self._spec.tiebreak) if self._spec.tiebreak else 0
+        return (self.version(row), tiebreak)
+
+    def _stored_versions(self, keys: list[bytes]) -> dict[bytes, tuple[int, int]]:
         from google.cloud.bigtable.row_set import RowSet
 
         row_set = RowSet()
@@ -369,9 +385,13 @@ class _BigtableWriter(BatchWriter):
         for data in self._table.read_rows(
             row_set=row_set, filter_=self._version_filter, retry=self._no_retry
         ):
-            cells = data.cells.get(self._spec.family, {}).get(qualifier)
+            columns = data.cells.get(self._spec.family, {})
+            cells = columns.get(qualifier)
             if cells:
-                stored[data.row_key] = cells[0].timestamp_micros // 1000
+                tiebreak = 0
+                if self._spec.tiebreak and columns.get(self._spec.tiebreak.encode()):
+                    tiebreak = json.loads(columns[self._spec.tiebreak.encode()][0].value)
+                stored[data.row_key] = (cells[0].timestamp_micros // 1000, tiebreak)
         return stored
 
     def _mutate(self, todo: list[int], keys: dict, mutations: dict, result: BatchResult) -> None:

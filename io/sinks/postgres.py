@@ -100,6 +100,9 @@ class TableSpec:
         columns: every column, in COPY order.
         key: the primary key columns; ``ON CONFLICT`` targets them.
         version: the integer column that decides which write wins.
+        tiebreak: an integer column that decides between two rows of one version (the higher
+            wins), for rows streaming refines without a newer event; None: equal versions never
+            overwrite.
         insert_if_absent: ``True`` for append-only tables: the first row per key stays.
         row_type: the NamedTuple rows are written as (used to decode dead-letter payloads).
     """
@@ -108,6 +111,7 @@ class TableSpec:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     version: str = "version"
+    tiebreak: str | None = None
     insert_if_absent: bool = False
     row_type: type | None = None
 
@@ -118,7 +122,8 @@ class TableSpec:
             raise SinkConfigError(f"table {self.name}: not lower-case identifiers: {bad}")
         if len(set(names)) != len(names):
             raise SinkConfigError(f"table {self.name}: duplicate column names")
-        missing = [n for n in (*self.key, self.version) if n not in names]
+        needed = (*self.key, self.version, *([self.tiebreak] if self.tiebreak else []))
+        missing = [n for n in needed if n not in names]
         if missing or not self.key:
             raise SinkConfigError(f"table {self.name}: key/version columns {missing} not declared")
         if self.row_type is not None and tuple(self.row_type._fields) != names:
@@ -184,11 +189,20 @@ class TableSpec:
             action = sql.SQL("NOTHING")
         else:
             updates = [c for c in self.column_names if c not in self.key]
-            action = sql.SQL("UPDATE SET {} WHERE excluded.{v} > t.{v}").format(
+            if self.tiebreak:
+                # Row comparison: the version decides, the tie-breaker only between equal ones
+                # (a tie-breaker column added by a migration is NULL on old rows).
+                newer = sql.SQL("(excluded.{v}, excluded.{b}) > (t.{v}, coalesce(t.{b}, -1))")
+            else:
+                newer = sql.SQL("excluded.{v} > t.{v}")
+            action = sql.SQL("UPDATE SET {} WHERE {}").format(
                 sql.SQL(", ").join(
                     sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates
                 ),
-                v=sql.Identifier(self.version),
+                newer.format(
+                    v=sql.Identifier(self.version),
+                    b=sql.Identifier(self.tiebreak or self.version),
+                ),
             )
         return sql.SQL(
             "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM {s} ORDER BY {key} "
@@ -215,8 +229,10 @@ STOCK_LEVELS = TableSpec(
         Column("available", "integer"),
         Column("version", "bigint"),
         Column("updated_at", "timestamptz"),
+        Column("movements_applied", "bigint"),
     ),
     key=("sku", "location"),
+    tiebreak="movements_applied",
     row_type=StockLevelRow,
 )
 STOCK_ALERTS = TableSpec(
@@ -245,8 +261,10 @@ DEMAND_FORECAST = TableSpec(
         Column("safety_stock", "double precision"),
         Column("reorder_point", "double precision"),
         Column("version", "bigint"),
+        Column("revision", "integer"),
     ),
     key=("sku", "location", "day"),
+    tiebreak="revision",
     row_type=DemandForecastRow,
 )
 INVENTORY_TABLES = (STOCK_LEVELS, STOCK_ALERTS, DEMAND_FORECAST)

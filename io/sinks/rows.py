@@ -5,11 +5,13 @@ Example::
     from retail_backbone.io.sinks.rows import StockLevelRow
 
     row = StockLevelRow("SKU-1", "STORE-7", on_hand=12, reserved=2, available=10,
-                        version=1_764_000_000_000, updated_at=event_time)
+                        version=1_764_000_000_000, updated_at=event_time, movements_applied=7)
 
 Every row carries its ``version`` (event time in ms or a source LSN): the sinks keep the newest
-version per key. Fields come from the data only (``updated_at`` is the event time, never
-``now()``), so a replay writes identical bytes.
+version per key. Rows that streaming can refine without a newer event (late data within the
+allowed lateness) also carry a tie-breaker (``movements_applied``, ``revision``): of two rows with
+one version, the higher tie-breaker wins. Fields come from the data only (``updated_at`` is the
+event time, never ``now()``), so a replay writes identical bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class StockLevelRow(NamedTuple):
     available: int
     version: int
     updated_at: dt.datetime
+    movements_applied: int
 
 
 class StockAlertRow(NamedTuple):
@@ -55,3 +58,4 @@ class DemandForecastRow(NamedTuple):
     safety_stock: float
     reorder_point: float
     version: int
+    revision: int = 0

@@ -12,6 +12,7 @@ from retail_backbone.pipelines import inventory
 from retail_backbone.pipelines.params import InvalidParams
 from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
 from retail_backbone.stack.components.postgres import dsn as pg_dsn
+from retail_backbone.testing import inventory_bigtable_levels, inventory_postgres_state
 
 
 @pytest.fixture(scope="module")
@@ -53,30 +54,6 @@ def stores(stack, monkeypatch):
         table.delete()
 
 
-def _postgres_state(dsn: str, suffix: str) -> dict[str, list[tuple]]:
-    with psycopg.connect(dsn) as conn:
-        return {
-            table: conn.execute(f"SELECT * FROM {table}{suffix} ORDER BY 1, 2, 3").fetchall()
-            for table in ("stock_levels", "stock_alerts", "demand_forecast")
-        }
-
-
-def _bigtable_levels(suffix: str) -> dict[tuple[str, str], tuple]:
-    from google.cloud import bigtable
-    from google.cloud.bigtable.row_filters import CellsColumnLimitFilter
-
-    from retail_backbone.io.sinks.bigtable import STOCK_LEVELS_BIGTABLE, decode_cells
-
-    spec = STOCK_LEVELS_BIGTABLE.renamed(f"stock_levels{suffix}")
-    client = bigtable.Client(project=PROJECT, admin=True)
-    table = client.instance(INSTANCE).table(spec.name)
-    rows = {}
-    for data in table.read_rows(filter_=CellsColumnLimitFilter(1)):
-        row = decode_cells(spec, data)
-        rows[(row.sku, row.location)] = (row.on_hand, row.reserved, row.available, row.version)
-    return rows
-
-
 def test_batch_backfill_matches_the_generator_and_is_idempotent(backfill, stores):
     root, files, expected = backfill
     dsn, suffix = stores
@@ -106,7 +83,7 @@ def test_batch_backfill_matches_the_generator_and_is_idempotent(backfill, stores
         assert first["sinks"][label]["dead_lettered"] == 0, label
 
     # Postgres stock levels equal the generator's own ledger after the last event.
-    state = _postgres_state(dsn, suffix)
+    state = inventory_postgres_state(dsn, suffix)
     levels = {(r[0], r[1]): (r[2], r[3]) for r in state["stock_levels"]}
     assert first["sinks"]["WriteStockLevels"]["written"] == len(levels)
     wrong = {k: (v, expected[k]) for k, v in levels.items() if expected[k] != v}
@@ -114,7 +91,7 @@ def test_batch_backfill_matches_the_generator_and_is_idempotent(backfill, stores
     assert {k for k, v in expected.items() if v != (0, 0)} <= set(levels)
 
     # Bigtable serves the same rows as Postgres.
-    served = _bigtable_levels(suffix)
+    served = inventory_bigtable_levels(suffix)
     assert served == {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in state["stock_levels"]}
 
     # A second run of the same backfill changes nothing anywhere.
@@ -122,8 +99,8 @@ def test_batch_backfill_matches_the_generator_and_is_idempotent(backfill, stores
     assert second["dead_letters"] == 0
     assert second["sinks"]["WriteStockLevels"]["written"] == 0
     assert second["sinks"]["WriteStockLevels"]["skipped_stale"] == len(levels)
-    assert _postgres_state(dsn, suffix) == state
-    assert _bigtable_levels(suffix) == served
+    assert inventory_postgres_state(dsn, suffix) == state
+    assert inventory_bigtable_levels(suffix) == served
 
 
 def inventory_types() -> set[str]:

@@ -3,6 +3,7 @@
 Faults are injected with a TCP proxy in front of the real emulator (``FaultProxy``).
 """
 
+import dataclasses
 import datetime as dt
 import random
 import uuid
@@ -74,7 +75,7 @@ def data_table(spec):
     return bigtable.Client(project=PROJECT).instance(INSTANCE).table(spec.name)
 
 
-def level(i: int, version: int, on_hand: int | None = None) -> StockLevelRow:
+def level(i: int, version: int, on_hand: int | None = None, movements: int = 1) -> StockLevelRow:
     on_hand = (i * 7 + version) % 100 if on_hand is None else on_hand
     return StockLevelRow(
         sku=f"SKU-{i:04d}",
@@ -84,6 +85,7 @@ def level(i: int, version: int, on_hand: int | None = None) -> StockLevelRow:
         available=on_hand - i % 3,
         version=version,
         updated_at=dt.datetime.fromtimestamp(version / 1000, dt.UTC),
+        movements_applied=movements,
     )
 
 
@@ -116,7 +118,9 @@ def dump(spec):
 def newest_per_key(rows):
     best = {}
     for r in rows:
-        if (r.sku, r.location) not in best or r.version > best[(r.sku, r.location)].version:
+        rank = (r.version, r.movements_applied)
+        kept = best.get((r.sku, r.location))
+        if kept is None or rank > (kept.version, kept.movements_applied):
             best[(r.sku, r.location)] = r
     return sorted(best.values())
 
@@ -131,7 +135,14 @@ def test_write_rewrite_is_idempotent_and_older_versions_are_skipped_and_counted(
 
     raw = data_table(spec).read_row(b"SKU-0042#STORE-0")
     cells = raw.cells["s"]
-    assert sorted(cells) == [b"available", b"on_hand", b"reserved", b"updated_at", b"version"]
+    assert sorted(cells) == [
+        b"available",
+        b"movements_applied",
+        b"on_hand",
+        b"reserved",
+        b"updated_at",
+        b"version",
+    ]
     assert {c[0].timestamp_micros for c in cells.values()} == {(BASE_MS + 42) * 1000}
     assert cells[b"on_hand"][0].value == b"36"  # JSON
     assert cells[b"updated_at"][0].value == b'"2025-11-24T16:00:00.042000+00:00"'
@@ -150,7 +161,7 @@ def test_write_rewrite_is_idempotent_and_older_versions_are_skipped_and_counted(
 
 def test_a_blind_older_write_cannot_shadow_the_newer_cells(tables):
     """Without the stale check the older row is written, yet reads still see the newer one."""
-    spec = tables(STOCK_LEVELS_BIGTABLE)
+    spec = tables(dataclasses.replace(STOCK_LEVELS_BIGTABLE, tiebreak=None))
     newer = [level(i, BASE_MS + 5000 + i, on_hand=50) for i in range(20)]
     older = [level(i, BASE_MS + i, on_hand=1) for i in range(20)]
     write(spec, newer)
@@ -160,6 +171,16 @@ def test_a_blind_older_write_cannot_shadow_the_newer_cells(tables):
     table = data_table(spec)
     assert read_latest(table, spec, {"sku": "SKU-0003", "location": "STORE-3"}) == newer[3]
     assert read_latest(table, spec, {"sku": "SKU-9999", "location": "STORE-3"}) is None
+
+
+def test_same_version_rows_are_ordered_by_the_tiebreak(tables):
+    """Streaming refines a row without a newer event (late data): more movements win."""
+    spec = tables(STOCK_LEVELS_BIGTABLE)
+    write(spec, [level(i, BASE_MS, on_hand=10, movements=5) for i in range(10)])
+    refined = [level(i, BASE_MS, on_hand=20, movements=6 if i % 2 else 4) for i in range(10)]
+    run = write(spec, refined)
+    assert counts(run) == {"written": 5, "skipped_stale": 5, "failed": 0, "dead_lettered": 0}
+    assert [r.on_hand for r in dump(spec)] == [10, 20] * 5
 
 
 def test_insert_if_absent_keeps_the_first_alert(tables):

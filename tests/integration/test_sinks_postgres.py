@@ -75,7 +75,7 @@ def tables(pg):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(spec.name)))
 
 
-def level(i: int, version: int, on_hand: int | None = None) -> StockLevelRow:
+def level(i: int, version: int, on_hand: int | None = None, movements: int = 1) -> StockLevelRow:
     on_hand = (i * 7 + version) % 100 if on_hand is None else on_hand
     return StockLevelRow(
         sku=f"SKU-{i:04d}",
@@ -85,6 +85,7 @@ def level(i: int, version: int, on_hand: int | None = None) -> StockLevelRow:
         available=on_hand - i % 3,
         version=version,
         updated_at=dt.datetime.fromtimestamp(version / 1000, dt.UTC),
+        movements_applied=movements,
     )
 
 
@@ -117,7 +118,9 @@ def dump(dsn, spec):
 def newest_per_key(rows):
     best = {}
     for r in rows:
-        if (r.sku, r.location) not in best or r.version > best[(r.sku, r.location)].version:
+        rank = (r.version, r.movements_applied)
+        kept = best.get((r.sku, r.location))
+        if kept is None or rank > (kept.version, kept.movements_applied):
             best[(r.sku, r.location)] = r
     return [tuple(best[k]) for k in sorted(best)]
 
@@ -144,6 +147,17 @@ def test_write_rewrite_is_idempotent_and_older_versions_are_skipped_and_counted(
     assert counts(run) == {"written": 100, "skipped_stale": 100, "failed": 0, "dead_lettered": 0}
     assert dump(dsn, spec) == newest_per_key(first + mixed)
     assert {r[2] for r in dump(dsn, spec)[1::2]} == {99}  # odd skus moved forward
+
+
+def test_same_version_rows_are_ordered_by_the_tiebreak(pg, tables):
+    """Streaming refines a row without a newer event (late data): more movements win."""
+    _, dsn = pg
+    spec = tables(STOCK_LEVELS)
+    write(dsn, spec, [level(i, BASE_MS, on_hand=10, movements=5) for i in range(10)])
+    refined = [level(i, BASE_MS, on_hand=20, movements=6 if i % 2 else 4) for i in range(10)]
+    run = write(dsn, spec, refined)
+    assert counts(run) == {"written": 5, "skipped_stale": 5, "failed": 0, "dead_lettered": 0}
+    assert [r[2] for r in dump(dsn, spec)] == [10, 20] * 5
 
 
 def test_insert_if_absent_keeps_the_first_alert(pg, tables):
@@ -204,7 +218,12 @@ def test_ensure_tables_creates_migrates_and_refuses_incompatible_tables(pg, tabl
         )
     assert ensure_tables(dsn, [spec]) == [
         f"added column {spec.name}.{c} (nullable)"
-        for c in ("reserved integer", "available integer", "updated_at timestamptz")
+        for c in (
+            "reserved integer",
+            "available integer",
+            "updated_at timestamptz",
+            "movements_applied bigint",
+        )
     ]
     assert ensure_tables(dsn, [spec]) == []  # idempotent
 

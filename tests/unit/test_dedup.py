@@ -82,3 +82,27 @@ def test_streaming_forgets_ids_after_the_ttl():
             | beam.Map(lambda e: e.ingest_time_ms - e1.ingest_time_ms)
         )
         assert_that(out, equal_to([0, 2]))
+
+
+def test_streaming_catches_duplicates_across_sealed_chunks():
+    # chunk_ids=3: the 20 ids of one bucket end up in six sealed chunks plus the open set, and a
+    # copy of any of them, arriving in a later bundle, is still dropped.
+    base, _ = _events()
+    copies = [e._replace(ingest_time_ms=e.ingest_time_ms + 5) for e in base]
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0 / 1000)
+        .add_elements([beam.window.TimestampedValue(e, e.event_time_ms / 1000) for e in base])
+        .add_elements([beam.window.TimestampedValue(e, e.event_time_ms / 1000) for e in copies])
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = (
+            p
+            | stream
+            | DeduplicateEvents(mode="streaming", shards=1, bucket_seconds=3600, chunk_ids=3)
+            | beam.Map(lambda e: (e.event_id, e.ingest_time_ms))
+        )
+        assert_that(out, equal_to([(e.event_id, e.ingest_time_ms) for e in base]))

@@ -1,5 +1,7 @@
 """Table specs of the sinks: validation, generated SQL, row keys, secrets (no services)."""
 
+import dataclasses
+
 import pytest
 
 from retail_backbone.io.sinks.base import SinkConfigError, resolve_secret
@@ -28,20 +30,27 @@ def test_the_inventory_tables():
     assert {c.sql_type for c in DEMAND_FORECAST.columns if c.name not in DEMAND_FORECAST.key} == {
         "double precision",
         "bigint",
+        "integer",
     }
+    assert (STOCK_LEVELS.tiebreak, DEMAND_FORECAST.tiebreak) == ("movements_applied", "revision")
     for spec in INVENTORY_TABLES:
         assert spec.row_type._fields == spec.column_names
 
 
 def test_generated_sql():
     assert text(STOCK_LEVELS.create_sql()).endswith(
-        '"version" bigint NOT NULL, "updated_at" timestamptz NOT NULL, '
+        '"updated_at" timestamptz NOT NULL, "movements_applied" bigint NOT NULL, '
         'PRIMARY KEY ("sku", "location"))'
     )
     merge = text(STOCK_LEVELS.merge_sql())
     assert 'FROM "_staging_stock_levels" ORDER BY "sku", "location"' in merge
     assert 'ON CONFLICT ("sku", "location") DO UPDATE SET "on_hand" = excluded."on_hand"' in merge
-    assert merge.endswith('WHERE excluded."version" > t."version"')
+    assert merge.endswith(
+        'WHERE (excluded."version", excluded."movements_applied") > '
+        '(t."version", coalesce(t."movements_applied", -1))'
+    )
+    no_tiebreak = dataclasses.replace(STOCK_LEVELS, tiebreak=None)
+    assert text(no_tiebreak.merge_sql()).endswith('WHERE excluded."version" > t."version"')
     assert '"sku" = excluded' not in merge  # keys are never updated
     assert text(STOCK_ALERTS.merge_sql()).endswith('ON CONFLICT ("alert_id") DO NOTHING')
     staging = text(STOCK_LEVELS.staging_sql())
@@ -49,7 +58,7 @@ def test_generated_sql():
     assert "NOT NULL" not in staging and staging.endswith("ON COMMIT DELETE ROWS")
     assert text(STOCK_LEVELS.copy_sql()) == (
         'COPY "_staging_stock_levels" ("sku", "location", "on_hand", "reserved", "available", '
-        '"version", "updated_at") FROM STDIN'
+        '"version", "updated_at", "movements_applied") FROM STDIN'
     )
 
 
