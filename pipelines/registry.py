@@ -85,6 +85,13 @@ PIPELINES: dict[str, PipelineSpec] = {
             "InventoryOptions",
             backfill_history="from_start",
         ),
+        PipelineSpec(
+            "personalization",
+            "retail_backbone.pipelines.personalization",
+            "PersonalizationOptions",
+            # Profiles and the graph are running state over all history, like the ledger.
+            backfill_history="from_start",
+        ),
     )
 }
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -687,17 +689,108 @@ def run_job() -> None:
     """Run a pipeline on the local stack (extra arguments go to the pipeline and Beam)."""
 
 
-@run_job.command(
-    "inventory",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-)
-@click.option(
+_RUNNER = click.option(
     "--runner",
     type=click.Choice(["prism", "flink", "direct"]),
     default="prism",
     show_default=True,
     help="prism: Beam's portable local runner; flink: the local Flink cluster; direct: in-process.",
 )
+
+
+def _given(args: list[str], name: str) -> bool:
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+
+
+def _run_stack_job(
+    name: str,
+    options_class: str,
+    runner: str,
+    as_json: bool,
+    pipeline_args: tuple[str, ...],
+    *,
+    defaults: Callable[[Any, list[str]], list[str]],
+    store_components: Callable[[Any], list[str]],
+) -> dict | None:
+    """What every ``backbone run <job>`` does around the job itself.
+
+    Fills connection options from the stack unless given (``defaults``), validates the options
+    (exit 2), brings up the stores the options need (``store_components``), Kafka and the
+    registry in streaming mode, and the runner (exit 1 if one will not start), runs the job and
+    prints its summary (JSON with --json). Returns the summary for job-specific lines.
+    """
+    import importlib
+    import os
+
+    from retail_backbone.io.sinks.base import SinkConfigError
+    from retail_backbone.pipelines.params import InvalidParams
+    from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
+    from retail_backbone.stack import Stack, StackConfig
+    from retail_backbone.stack.components.base import StackError
+
+    job = importlib.import_module(f"retail_backbone.pipelines.{name}")
+    cfg = StackConfig.load()
+    args = list(pipeline_args)
+    common = []
+    if not _given(args, "bootstrap_servers"):
+        common.append(f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}")
+    if not _given(args, "registry_url"):
+        common.append(f"--registry_url=http://{cfg.host}:{cfg.port('registry')}")
+    argv = [*runner_args(runner, cfg), *defaults(cfg, args), *common, *args]
+    opts = getattr(job, options_class)(argv)
+    try:
+        job.check_options(opts)
+    except InvalidParams as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    components = store_components(opts)
+    if opts.mode == "streaming" or opts.dead_letters_to_kafka:
+        components += ["kafka", "registry"]
+    components += RUNNER_COMPONENTS[runner]
+    progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
+    try:
+        Stack(cfg, progress=progress).up(components)
+    except StackError as exc:
+        _echo_err(f"run {name} failed: {exc}")
+        sys.exit(1)
+    if "bigtable" in components and not os.environ.get("BIGTABLE_EMULATOR_HOST"):
+        os.environ["BIGTABLE_EMULATOR_HOST"] = f"{cfg.host}:{cfg.port('bigtable')}"
+    try:
+        summary = job.run(argv)
+    except InvalidParams as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    except SinkConfigError as exc:
+        _echo_err(f"run {name} failed: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return None
+    click.echo(
+        f"{name} ({summary['mode']}, run {summary['run_id']}): {summary['state']}; "
+        f"events in {summary['events_in']}, duplicates {summary['duplicates']}, "
+        f"dead letters {summary['dead_letters']}"
+    )
+    for error_class, n in summary["dead_letters_by_class"].items():
+        click.echo(f"  dead letters {error_class}: {n}")
+    for label, counts in summary["sinks"].items():
+        click.echo(
+            f"  {label}: written {counts['written']}, stale {counts['skipped_stale']}, "
+            f"dead-lettered {counts['dead_lettered']}"
+        )
+    return summary
+
+
+def _sinks_of(opts: Any, known: tuple[str, ...]) -> list[str]:
+    chosen = [s.strip() for s in (opts.sinks or ",".join(known)).split(",")]
+    return [s for s in known if s in chosen]
+
+
+@run_job.command(
+    "inventory",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@_RUNNER
 @_JSON
 @click.argument("pipeline_args", nargs=-1, type=click.UNPROCESSED)
 def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) -> None:
@@ -716,72 +809,77 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
     """
     import os
 
-    from retail_backbone.io.sinks.base import SinkConfigError
-    from retail_backbone.pipelines import inventory
-    from retail_backbone.pipelines.params import InvalidParams
-    from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
-    from retail_backbone.stack import Stack, StackConfig
-    from retail_backbone.stack.components.base import StackError
     from retail_backbone.stack.components.postgres import dsn as pg_dsn
 
-    cfg = StackConfig.load()
-    args = list(pipeline_args)
-
-    def given(name: str) -> bool:
-        return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
-
-    defaults = []
-    if not given("postgres_dsn"):
+    def defaults(cfg: Any, args: list[str]) -> list[str]:
+        if _given(args, "postgres_dsn"):
+            return []
         # Passed by reference so the connection string stays out of options and display data;
         # the runners here run the SDK harness in this process (LOOPBACK), which sees the env.
         os.environ["BACKBONE_INVENTORY_PG_DSN"] = pg_dsn(cfg)
-        defaults.append("--postgres_dsn=env:BACKBONE_INVENTORY_PG_DSN")
-    if not given("bootstrap_servers"):
-        defaults.append(f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}")
-    if not given("registry_url"):
-        defaults.append(f"--registry_url=http://{cfg.host}:{cfg.port('registry')}")
-    argv = [*runner_args(runner, cfg), *defaults, *args]
-    opts = inventory.InventoryOptions(argv)
-    try:
-        inventory.check_options(opts)
-    except InvalidParams as exc:
-        _echo_err(str(exc))
-        sys.exit(2)
-    sinks = [s.strip() for s in opts.sinks.split(",")]
-    components = [c for c in ("postgres", "bigtable") if c in sinks]
-    if opts.mode == "streaming" or opts.dead_letters_to_kafka:
-        components += ["kafka", "registry"]
-    components += RUNNER_COMPONENTS[runner]
-    progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
-    try:
-        Stack(cfg, progress=progress).up(components)
-    except StackError as exc:
-        _echo_err(f"run inventory failed: {exc}")
-        sys.exit(1)
-    if "bigtable" in sinks and not os.environ.get("BIGTABLE_EMULATOR_HOST"):
-        os.environ["BIGTABLE_EMULATOR_HOST"] = f"{cfg.host}:{cfg.port('bigtable')}"
-    try:
-        summary = inventory.run(argv)
-    except InvalidParams as exc:
-        _echo_err(str(exc))
-        sys.exit(2)
-    except SinkConfigError as exc:
-        _echo_err(f"run inventory failed: {exc}")
-        sys.exit(1)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True))
-        return
-    click.echo(
-        f"inventory ({summary['mode']}, run {summary['run_id']}): {summary['state']}; "
-        f"events in {summary['events_in']}, duplicates {summary['duplicates']}, "
-        f"dead letters {summary['dead_letters']}"
+        return ["--postgres_dsn=env:BACKBONE_INVENTORY_PG_DSN"]
+
+    _run_stack_job(
+        "inventory",
+        "InventoryOptions",
+        runner,
+        as_json,
+        pipeline_args,
+        defaults=defaults,
+        store_components=lambda opts: _sinks_of(opts, ("postgres", "bigtable")),
     )
-    for error_class, n in summary["dead_letters_by_class"].items():
-        click.echo(f"  dead letters {error_class}: {n}")
-    for label, counts in summary["sinks"].items():
+
+
+@run_job.command(
+    "personalization",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@_RUNNER
+@_JSON
+@click.argument("pipeline_args", nargs=-1, type=click.UNPROCESSED)
+def run_personalization(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) -> None:
+    """Run the personalization job: profiles, product graph and recommendations.
+
+    Brings up what the job needs (bigtable and/or graph per --sinks, kafka and the registry in
+    streaming mode, the runner), fills --neo4j_uri, --bootstrap_servers and --registry_url from
+    the stack unless given, and --pii_hash_key from $BACKBONE_PII_HASH_KEY (a fixed development
+    key is set when the variable is missing: fine for local data, never for real customers).
+    Every other argument goes to the pipeline (python -m
+    retail_backbone.pipelines.personalization --help lists them).
+
+    \b
+    Example:
+      backbone run personalization --mode batch --input data/backfill --runner direct
+      backbone run personalization --mode streaming --stop_when_idle_seconds 30
+    """
+    import os
+
+    def defaults(cfg: Any, args: list[str]) -> list[str]:
+        out = []
+        if not _given(args, "pii_hash_key"):
+            if "BACKBONE_PII_HASH_KEY" not in os.environ:
+                _echo_err("  BACKBONE_PII_HASH_KEY is not set: using the local development key")
+                os.environ["BACKBONE_PII_HASH_KEY"] = "retail-backbone-local-development-key"
+            out.append("--pii_hash_key=env:BACKBONE_PII_HASH_KEY")
+        if not _given(args, "neo4j_uri"):
+            out.append(f"--neo4j_uri=bolt://{cfg.host}:{cfg.port('neo4j')}")
+        return out
+
+    summary = _run_stack_job(
+        "personalization",
+        "PersonalizationOptions",
+        runner,
+        as_json,
+        pipeline_args,
+        defaults=defaults,
+        store_components=lambda opts: _sinks_of(opts, ("bigtable", "graph")),
+    )
+    if summary is not None:
+        acc = summary["accounting"]["profiles_stage"]
         click.echo(
-            f"  {label}: written {counts['written']}, stale {counts['skipped_stale']}, "
-            f"dead-lettered {counts['dead_lettered']}"
+            f"  profiles {summary['profiles']['profiles_emitted']}, recommendations "
+            f"{summary['recommend']['customers']}; accounting (profiles stage): in {acc['in']} "
+            f"= out {acc['out']} + dead letters {acc['dead_letters']}"
         )
 
 
