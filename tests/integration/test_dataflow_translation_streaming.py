@@ -14,7 +14,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from retail_backbone.pipelines.registry import PIPELINES, get_pipeline
 from retail_backbone.templates.dataflow import translate
 
-STREAMING_STEPS = {"inventory": {"ReadFromKafka", "DecodeEvents", "UpdateStockLedger"}}
+STREAMING_STEPS = {
+    "inventory": {"ReadFromKafka", "DecodeEvents", "UpdateStockLedger"},
+    "personalization": {"ReadFromKafka", "DecodeEvents", "BuildCustomerProfiles"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,7 @@ def test_streaming_mode_translates_for_dataflow(name, topics):
             f"--bootstrap_servers={bootstrap}",
             f"--topics={','.join(names)}",
             "--postgres_dsn=env:NOT_NEEDED_OFFLINE",
+            "--pii_hash_key=env:NOT_NEEDED_OFFLINE",
         ],
     )
     assert graph.job_type == "JOB_TYPE_STREAMING"

@@ -31,6 +31,22 @@ EXPECTED_STEPS = {
             "MergeDeadLetters",
         },
     },
+    "personalization": {
+        "batch": {"ReadEventFiles"},
+        "common": {
+            "DeduplicateEvents",
+            "ExtractCatalog",
+            "BuildCustomerProfiles",
+            "BuildCoPurchaseGraph",
+            "Recommend",
+            "ServeProfiles",
+            "ServeRecommendations",
+            "ServeRelatedProducts",
+            "WriteProductNodes",
+            "WriteProductGraph",
+            "MergeDeadLetters",
+        },
+    },
 }
 
 
@@ -52,7 +68,12 @@ def test_every_registered_pipeline_has_expected_steps():
 def test_batch_mode_translates_for_dataflow(name, event_files):
     graph = translate(
         get_pipeline(name),
-        ["--mode=batch", f"--input={event_files}", "--postgres_dsn=env:NOT_NEEDED_OFFLINE"],
+        [
+            "--mode=batch",
+            f"--input={event_files}",
+            "--postgres_dsn=env:NOT_NEEDED_OFFLINE",
+            "--pii_hash_key=env:NOT_NEEDED_OFFLINE",
+        ],
     )
     assert graph.job_type == "JOB_TYPE_BATCH"
     expected = EXPECTED_STEPS[name]["common"] | EXPECTED_STEPS[name]["batch"]
