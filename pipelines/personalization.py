@@ -21,15 +21,19 @@ Pipeline shape::
       every dead letter (read/decode, invalid or late events, sink failures) -> MergeDeadLetters
       -> WriteDeadLetters (files and/or dlq.personalization) when a destination is configured
 
-Bigtable tables (``--table_suffix`` appended), all with cell timestamps = version:
+Bigtable tables (``--table_suffix`` appended), all with cell timestamps = version and a
+tie-breaker for rows that streaming refines without a newer event (late data within the allowed
+lateness): of two rows with one version the higher tie-breaker wins:
 
 - ``profiles`` (family ``p``), row key ``customer_key`` = HMAC-SHA256(``--pii_hash_key``,
   customer id), 32 hex digits. Customer ids are sequential (``CUST-0000001``...), so keyed by
   the id new customers would all land on the last tablet; the hash spreads every write
   uniformly, and a point lookup hashes the id the same way. The only table with PII.
+  Tie-breaker ``revision`` (events applied, then session coverage; ``profile_revision``).
 - ``recommendations`` (family ``r``), row key ``customer_key``: ``items`` = [[sku, score,
-  reason]].
-- ``related_products`` (family ``r``), row key ``sku``: ``items`` = [[sku, score]].
+  reason]]; tie-breaker the profile's ``revision``.
+- ``related_products`` (family ``r``), row key ``sku``: ``items`` = [[sku, score]];
+  tie-breaker ``evidence`` (the summed ``total`` of the product's edges).
 
 The graph (``--neo4j_uri``): see ``io/sinks/graph.py``; constraints and indexes are created at
 launch. Sinks are idempotent (newest version wins, never increments): a rerun of a backfill
@@ -86,15 +90,27 @@ SINKS = ("bigtable", "graph")
 
 #: Served profiles (the only table with PII), keyed by the HMAC of the customer id.
 PROFILES_BIGTABLE = BigtableTableSpec(
-    name="profiles", family="p", key=("customer_key",), row_type=CustomerProfile
+    name="profiles",
+    family="p",
+    key=("customer_key",),
+    tiebreak="revision",
+    row_type=CustomerProfile,
 )
 #: Top-k products per customer, keyed by the same HMAC.
 RECOMMENDATIONS_BIGTABLE = BigtableTableSpec(
-    name="recommendations", family="r", key=("customer_key",), row_type=CustomerRecommendations
+    name="recommendations",
+    family="r",
+    key=("customer_key",),
+    tiebreak="revision",
+    row_type=CustomerRecommendations,
 )
 #: Top-k related products per product, keyed by sku.
 RELATED_PRODUCTS_BIGTABLE = BigtableTableSpec(
-    name="related_products", family="r", key=("sku",), row_type=RelatedProducts
+    name="related_products",
+    family="r",
+    key=("sku",),
+    tiebreak="evidence",
+    row_type=RelatedProducts,
 )
 
 

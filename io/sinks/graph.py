@@ -21,10 +21,14 @@ Edges are undirected in meaning and stored once, from the smaller sku to the lar
 (``CoPurchaseEdge.a < b``); query them without a direction: ``(p)-[:BOUGHT_WITH]-(q)``.
 
 Idempotence: each batch is one ``UNWIND $rows AS r MERGE ... SET ...`` statement whose ``SET``
-only runs ``WHERE e.version IS NULL OR e.version < r.version``: properties are replaced, never
-incremented, and a row that is not newer than the stored one changes nothing (counted as
-``skipped_stale``: rows sent minus rows the statement reports as applied). A replay, a retried
-batch or an out-of-order older row therefore leaves the graph as it was. The uniqueness
+only runs when the row ranks above the stored one: properties are replaced, never incremented,
+and a row that does not rank higher changes nothing (counted as ``skipped_stale``: rows sent
+minus rows the statement reports as applied). Edges rank by ``(version, total)``: a late event
+within the allowed lateness adds evidence to an older day without raising the edge's newest
+event time, so of two rows with one version the one with more evidence (``total``, the sinks'
+tie-breaker, as ``movements_applied`` for stock levels) wins. Products rank by ``version``.
+A replay, a retried batch or an out-of-order older row therefore leaves the graph as it was.
+The uniqueness
 constraints on ``Product.sku`` and ``Category.name`` (created at launch by
 ``ensure_graph_schema``) make concurrent ``MERGE``s of one node from several workers safe; a
 deadlock between two such batches is a ``TransientError`` and retried.
@@ -120,6 +124,7 @@ class GraphSpec:
             f"MERGE (b:{p} {{sku: r.b}}) "
             f"MERGE (a)-[e:{kind}]->(b) "
             "WITH e, r WHERE e.version IS NULL OR e.version < r.version "
+            "OR (e.version = r.version AND coalesce(e.total, -1) < r.total) "
             "SET e.window = r.window, e.count = r.count, e.total = r.total, "
             "e.weight = r.weight, e.as_of_ms = r.as_of_ms, e.days = r.days, "
             "e.counts = r.counts, e.version = r.version "

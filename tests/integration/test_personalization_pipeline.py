@@ -267,3 +267,59 @@ def test_graph_lost_mid_run_opens_the_breaker_and_a_replay_of_the_dead_letters_c
         again = _write_edges(f"bolt://{proxy.address}", spec, replay)
         assert again.outputs["dead"] == []
     assert _graph_state(uri, spec) == expected
+
+
+def _write_bigtable(spec, rows):
+    from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
+
+    def build(p):
+        dead = (
+            p
+            | "Rows" >> beam.Create(rows, reshuffle=False)
+            | "Serve"
+            >> WriteToBigtableVersioned(PROJECT, INSTANCE, spec, pipeline="it", policy=FAST)
+        )
+        return {"dead": dead}
+
+    run = run_pipeline(build, PipelineOptions(["--runner=DirectRunner"]))
+    assert run.outputs["dead"] == []
+    return {n: run.counter(f"Serve.{n}", "it") for n in ("written", "skipped_stale")}
+
+
+def test_same_version_rows_with_more_evidence_win_in_bigtable_and_the_graph(stores):
+    """Late data within the lateness refines rows without a newer event: the tie-breaker wins."""
+    from google.cloud import bigtable
+
+    from retail_backbone.io.sinks.bigtable import ensure_bigtable_tables, read_latest
+    from retail_backbone.transforms.personalization.types import RelatedProducts
+
+    _, uri, new_suffix = stores
+    suffix = new_suffix()
+    spec = personalization.RELATED_PRODUCTS_BIGTABLE.renamed(f"related_products{suffix}")
+    ensure_bigtable_tables(PROJECT, INSTANCE, [spec])
+    v = 1_764_000_000_000
+    first = [RelatedProducts(f"S-{i}", [["X", 1.0]], v, v, evidence=5) for i in range(10)]
+    assert _write_bigtable(spec, first) == {"written": 10, "skipped_stale": 0}
+    # Same version: more evidence (odd skus) replaces the row, less or equal does not.
+    refined = [
+        RelatedProducts(f"S-{i}", [["Y", 2.0]], v, v, evidence=6 if i % 2 else 5 - i % 4)
+        for i in range(10)
+    ]
+    assert _write_bigtable(spec, refined) == {"written": 5, "skipped_stale": 5}
+    table = bigtable.Client(project=PROJECT).instance(INSTANCE).table(spec.name)
+    got = [read_latest(table, spec, {"sku": f"S-{i}"}) for i in range(10)]
+    assert [(r.items[0][0], r.evidence) for r in got] == [("X", 5), ("Y", 6)] * 5
+
+    graph = GraphSpec(suffix=suffix)
+    ensure_graph_schema(uri, graph)
+    edge = _edges(1)[0]  # version ...002, total 3
+    assert _write_edges(uri, graph, [edge]).outputs["dead"] == []
+    more = edge._replace(count=4, total=5, weight=2.5, counts=[4])
+    less = edge._replace(count=1, total=2, weight=0.5, counts=[1])
+    run = _write_edges(uri, graph, [more])
+    assert run.counter("WriteProductGraph.written", "it") == 1
+    run = _write_edges(uri, graph, [less, edge])
+    assert run.counter("WriteProductGraph.skipped_stale", "it") == 2
+    (stored,) = [e for e in _graph_state(uri, graph)["edges"] if e["kind"] != "IN_CATEGORY"]
+    assert (stored["props"]["total"], stored["props"]["counts"]) == (5, [4])
+    assert stored["props"]["version"] == edge.version

@@ -121,14 +121,16 @@ def test_neighbours_rank_by_weight_decayed_to_a_common_time_newest_edge_version_
     fn = NeighboursCombineFn(RecommendSettings(top_k=2, half_life_days=1, bought_weight=3))
     acc = fn.create_accumulator()
     for item in (
-        ("X", VIEWED_WITH, 8.0, T0 - 2 * DAY, 1),  # two days older: 8 -> 2
-        ("Y", VIEWED_WITH, 3.0, T0, 1),
-        ("Z", BOUGHT_WITH, 1.0, T0, 1),  # x3 -> 3
-        ("Z", BOUGHT_WITH, 0.5, T0, 0),  # an older version of the same edge: ignored
+        ("X", VIEWED_WITH, 8.0, T0 - 2 * DAY, 1, 8),  # two days older: 8 -> 2
+        ("Y", VIEWED_WITH, 2.0, T0, 1, 2),
+        ("Y", VIEWED_WITH, 3.0, T0, 1, 3),  # same version, more evidence (late data): wins
+        ("Z", BOUGHT_WITH, 1.0, T0, 1, 1),  # x3 -> 3
+        ("Z", BOUGHT_WITH, 0.5, T0, 0, 5),  # an older version of the same edge: ignored
     ):
         acc = fn.add_input(acc, item)
-    items, as_of, version = fn.extract_output(acc)
+    items, as_of, version, evidence = fn.extract_output(acc)
     assert items == [["Y", 3.0], ["Z", 3.0]] and as_of == T0 and version == 1
+    assert evidence == 8 + 3 + 1  # totals of the kept edges, not only the top k
 
 
 def _profile(**kw):

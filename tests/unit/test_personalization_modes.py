@@ -106,19 +106,36 @@ def test_streaming_final_state_equals_batch():
         "edges": lambda r: (r.kind, r.a, r.b),
         "related": lambda r: r.sku,
     }
+    # What the sinks keep of every key: the highest (version, tie-breaker).
+    ranks = {
+        "profiles": lambda r: (r.version, r.revision),
+        "edges": lambda r: (r.version, r.total),
+        "related": lambda r: (r.version, r.evidence),
+    }
     with TestPipeline(options=options) as p:
         outputs = _build(p | stream, opts, as_of)
         for name, key in keys.items():
             want = _final(batch[name], key)
             assert len(want) > 10, name
-            assert_that(outputs[name], _same_final(name, key, want), label=f"Same{name}")
+            check = _same_final(name, key, ranks[name], want)
+            assert_that(outputs[name], check, label=f"Same{name}")
 
 
-def _same_final(name, key, want):
+def _same_final(name, key, rank, want):
     def check(rows):
         got = _final(rows, key)
         assert got.keys() == want.keys(), name
         wrong = [k for k in want if got[k] != want[k]]
         assert not wrong, (name, [(got[k], want[k]) for k in wrong[:2]])
+        # The sinks' rule picks the same rows: the last pane ranks highest, strictly above
+        # every earlier pane that differs from it (else a sink would skip it as stale).
+        kept: dict = {}
+        for _, row in rows:
+            k = key(row)
+            if k not in kept or rank(row) > rank(kept[k]):
+                kept[k] = row
+        assert {k: kept[k] for k in want} == want, name
+        ties = [r for _, r in rows if rank(r) == rank(want[key(r)]) and r != want[key(r)]]
+        assert not ties, (name, ties[:2])
 
     return check

@@ -106,6 +106,7 @@ __all__ = [
     "customer_key",
     "decayed",
     "merge_intervals",
+    "profile_revision",
     "rfm_scores",
     "segment_of",
 ]
@@ -219,6 +220,26 @@ def segment_of(r: int, f: int) -> str:
     if r <= 2:
         return "hibernating"
     return "promising"
+
+
+#: ``revision = events_applied * _REVISION_BASE + session coverage (ms)``; coverage < ~317 years.
+_REVISION_BASE = 10**13
+
+
+def profile_revision(events_applied: int, session_coverage_ms: int) -> int:
+    """The profile rows' tie-breaker: events applied first, then session coverage.
+
+    Within one ``version`` a streaming run refines a profile two ways without a newer event: a
+    late event (``events_applied`` grows) or a session span that arrives after the events it
+    covers (the union of session intervals grows). Ordered lexicographically, the pair only
+    grows from one firing to the next, so the sinks keep the latest firing; both parts end equal
+    to the batch values (spans of early panes lie inside the final sessions).
+
+    Example::
+
+        profile_revision(12, 5_400_000)  # 120000005400000
+    """
+    return events_applied * _REVISION_BASE + min(max(0, session_coverage_ms), _REVISION_BASE - 1)
 
 
 class ProfileSettings(NamedTuple):
@@ -370,6 +391,7 @@ class _ProfileAcc:
         self.sessions: list[tuple[int, int]] = []
         self.contact: tuple | None = None  # (time, event_id, fields)
         self.events = 0
+        self.applied = 0  # events (not session spans)
 
     def seen(self, t: int) -> None:
         self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
@@ -423,6 +445,7 @@ class ProfileCombineFn(beam.CombineFn):
             _, start, end = c
             acc.sessions = merge_intervals([*acc.sessions, (start, end)])
             return acc
+        acc.applied += 1
         t = c[1]
         acc.seen(t)
         hour = t // HOUR_MS
@@ -494,6 +517,7 @@ class ProfileCombineFn(beam.CombineFn):
             if a.contact is not None and (out.contact is None or a.contact[:2] > out.contact[:2]):
                 out.contact = a.contact
             out.events += a.events
+            out.applied += a.applied
         out.viewed = _top_recent(out.viewed, self._s.last_n)
         out.bought = _top_recent(out.bought, _MAX_BOUGHT)
         out.sessions = merge_intervals(intervals)
@@ -538,6 +562,8 @@ class ProfileCombineFn(beam.CombineFn):
             events=acc.events,
             as_of_ms=as_of,
             version=last,
+            events_applied=acc.applied,
+            session_coverage_ms=sum(end - start for start, end in acc.sessions),
         )
 
 
@@ -608,6 +634,8 @@ def enrich(agg: ProfileAggregate, catalog: dict[str, ProductInfo], key: bytes) -
         preferred_store=agg.store or home_store,
         as_of_ms=agg.as_of_ms,
         version=agg.version,
+        events_applied=agg.events_applied,
+        revision=profile_revision(agg.events_applied, agg.session_coverage_ms),
     )
 
 

@@ -87,9 +87,11 @@ def _best_first(item: tuple[str, float]) -> tuple[float, str]:
 class NeighboursCombineFn(beam.CombineFn):
     """Edges of one product -> ``RelatedProducts`` (the newest version of each edge counts).
 
-    Input: ``(neighbour, kind, weight, as_of_ms, version)``. The accumulator keeps one entry per
-    (neighbour, kind), the one with the highest ``(version, as_of, weight)``, so re-fired edges in
-    streaming replace their older selves and the merge is order-independent.
+    Input: ``(neighbour, kind, weight, as_of_ms, version, total)``. The accumulator keeps one
+    entry per (neighbour, kind), the one with the highest ``(version, as_of, total, weight)``, so
+    re-fired edges in streaming replace their older selves (an edge refined by late evidence
+    keeps its version and gains ``total``) and the merge is order-independent. The output's
+    ``evidence`` is the sum of ``total`` over every kept edge: it grows with any refinement.
     """
 
     def __init__(self, settings: RecommendSettings) -> None:
@@ -99,8 +101,8 @@ class NeighboursCombineFn(beam.CombineFn):
         return {}
 
     def add_input(self, acc: dict, item: tuple) -> dict:
-        neighbour, kind, weight, as_of, version = item
-        value = (version, as_of, weight)
+        neighbour, kind, weight, as_of, version, total = item
+        value = (version, as_of, total, weight)
         if acc.get((neighbour, kind), (-1,)) < value:
             acc[(neighbour, kind)] = value
         return acc
@@ -113,21 +115,22 @@ class NeighboursCombineFn(beam.CombineFn):
                     out[key] = value
         return out
 
-    def extract_output(self, acc: dict) -> tuple[list, int, int]:
+    def extract_output(self, acc: dict) -> tuple[list, int, int, int]:
         if not acc:
-            return [], 0, 0
-        reference = max(as_of for _, as_of, _ in acc.values())
+            return [], 0, 0, 0
+        reference = max(as_of for _, as_of, _, _ in acc.values())
         half = self._s.half_life_days * DAY_MS
         terms: dict[str, list[float]] = {}
-        for (neighbour, kind), (_, as_of, weight) in acc.items():
+        for (neighbour, kind), (_, as_of, _, weight) in acc.items():
             factor = self._s.bought_weight if kind == BOUGHT_WITH else 1.0
             terms.setdefault(neighbour, []).append(
                 factor * weight * 0.5 ** ((reference - as_of) / half)
             )
         scores = [(n, round(math.fsum(v), 6)) for n, v in terms.items()]
         top = heapq.nsmallest(self._s.top_k, scores, key=_best_first)
-        version = max(v for v, _, _ in acc.values())
-        return [[n, s] for n, s in top], reference, version
+        version = max(v for v, _, _, _ in acc.values())
+        evidence = sum(total for _, _, total, _ in acc.values())
+        return [[n, s] for n, s in top], reference, version, evidence
 
 
 class TopPerKeyCombineFn(beam.CombineFn):
@@ -256,17 +259,18 @@ class _RecommendFn(beam.DoFn):
             items=items,
             as_of_ms=profile.as_of_ms,
             version=profile.version,
+            revision=profile.revision,
         )
 
 
 def _both_ends(edge: CoPurchaseEdge) -> Iterator[tuple[str, tuple]]:
-    yield edge.a, (edge.b, edge.kind, edge.weight, edge.as_of_ms, edge.version)
-    yield edge.b, (edge.a, edge.kind, edge.weight, edge.as_of_ms, edge.version)
+    yield edge.a, (edge.b, edge.kind, edge.weight, edge.as_of_ms, edge.version, edge.total)
+    yield edge.b, (edge.a, edge.kind, edge.weight, edge.as_of_ms, edge.version, edge.total)
 
 
-def _related_row(element: tuple[str, tuple[list, int, int]]) -> RelatedProducts:
-    sku, (items, as_of, version) = element
-    return RelatedProducts(sku=sku, items=items, as_of_ms=as_of, version=version)
+def _related_row(element: tuple[str, tuple[list, int, int, int]]) -> RelatedProducts:
+    sku, (items, as_of, version, evidence) = element
+    return RelatedProducts(sku=sku, items=items, as_of_ms=as_of, version=version, evidence=evidence)
 
 
 class RecommendResult(NamedTuple):

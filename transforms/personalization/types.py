@@ -96,9 +96,12 @@ class ProfileAggregate(NamedTuple):
         channel, store: most frequent channel / store (ties: smallest name), or ``None``.
         contact: ``(email, phone, address, segment_label, home_store)`` of the latest
             ``customer_upserted``, or ``None``.
-        events: contributions folded in.
+        events: contributions folded in (session spans included).
         as_of_ms: the reference time the decay and recency are relative to.
         version: newest event time folded in.
+        events_applied: events folded in (session spans not counted).
+        session_coverage_ms: total length of the merged session intervals (window ends
+            included), which only grows as spans of the same sessions arrive.
     """
 
     customer_id: str
@@ -122,6 +125,8 @@ class ProfileAggregate(NamedTuple):
     events: int
     as_of_ms: int
     version: int
+    events_applied: int = 0
+    session_coverage_ms: int = 0
 
 
 class CustomerProfile(NamedTuple):
@@ -150,6 +155,11 @@ class CustomerProfile(NamedTuple):
         preferred_channel / preferred_store: most frequent (``None`` if never seen).
         as_of_ms: reference time of recency and decay.
         version: newest event time reflected.
+        events_applied: distinct events of the customer folded in.
+        revision: the sinks' tie-breaker between two rows of one ``version`` (late data within
+            the allowed lateness refines a profile without raising its newest event time):
+            ``events_applied * 10**13 + session coverage in ms`` (``profile_revision``). Both
+            parts only grow as a streaming run re-fires, and end equal to the batch values.
     """
 
     customer_key: str
@@ -177,6 +187,8 @@ class CustomerProfile(NamedTuple):
     preferred_store: str | None
     as_of_ms: int
     version: int
+    events_applied: int = 0
+    revision: int = 0
 
 
 class PairDay(NamedTuple):
@@ -230,13 +242,16 @@ class RelatedProducts(NamedTuple):
     """Top-k related products of one product (Bigtable ``related_products``, keyed by sku).
 
     ``items`` is ``[[sku, score]]``, best first; scores are edge weights decayed to ``as_of_ms``
-    (bought-with counts more than viewed-with, see ``recommend``).
+    (bought-with counts more than viewed-with, see ``recommend``). ``evidence`` is the sum of
+    ``total`` over every edge of the product (not only the top k): it grows whenever an edge
+    gains evidence, so it is the sinks' tie-breaker between two rows of one ``version``.
     """
 
     sku: str
     items: list
     as_of_ms: int
     version: int
+    evidence: int = 0
 
 
 class CustomerRecommendations(NamedTuple):
@@ -244,12 +259,14 @@ class CustomerRecommendations(NamedTuple):
 
     ``items`` is ``[[sku, score, reason]]`` best first; reason is ``affinity`` (category/brand
     interest) or ``related`` (neighbour of a recently viewed or bought product).
+    ``revision`` is the profile's (the sinks' tie-breaker between two rows of one ``version``).
     """
 
     customer_key: str
     items: list
     as_of_ms: int
     version: int
+    revision: int = 0
 
 
 for _row in (
