@@ -167,9 +167,24 @@ class _ReadFileFn(beam.DoFn):
                 import pyarrow.parquet as pq
 
                 table = pq.read_table(fh)
-                fields = list(table.schema)
+                # Only fields with a map inside need converting; the rest are as fastavro has them.
+                maps = [f for f in table.schema if _has_map(f.type)]
                 for row in table.to_pylist():
-                    yield {f.name: _maps_as_dicts(row[f.name], f.type) for f in fields}
+                    for f in maps:
+                        row[f.name] = _maps_as_dicts(row[f.name], f.type)
+                    yield row
+
+
+def _has_map(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_map(arrow_type):
+        return True
+    if pa.types.is_struct(arrow_type):
+        return any(_has_map(f.type) for f in arrow_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _has_map(arrow_type.value_type)
+    return False
 
 
 def _maps_as_dicts(value: Any, arrow_type: Any) -> Any:
@@ -178,6 +193,8 @@ def _maps_as_dicts(value: Any, arrow_type: Any) -> Any:
 
     if value is None:
         return None
+    if not _has_map(arrow_type):
+        return value
     if pa.types.is_map(arrow_type):
         return {k: _maps_as_dicts(v, arrow_type.item_type) for k, v in value}
     if pa.types.is_struct(arrow_type):

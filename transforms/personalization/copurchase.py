@@ -26,6 +26,13 @@ order-independent and idempotent. The weight is
 ``fsum(count_d * 0.5 ** ((as_of - end_d) / half_life))`` with ``as_of`` = end of the edge's
 latest day, so it does not depend on when the pipeline ran; a reader that compares edges at time
 T decays each from its ``as_of_ms`` (``recommend`` does).
+
+Windows per mode: the day is part of every grouping key (``pair#day``, ``session#day``), so the
+counts do not depend on the windows. Streaming groups in daily event-time windows with the
+mode's triggers (late data within the lateness re-fires its day; expired days free their
+state); batch groups in the global window, where the local runners group with their fast path
+instead of a trigger driver per key and window (that per-key driver was most of the backfill's
+time).
 """
 
 from __future__ import annotations
@@ -91,6 +98,11 @@ def pair_key(kind: str, a: str, b: str) -> str:
     return _SEP.join((kind, a, b))
 
 
+def day_key(key: str, ms: int) -> str:
+    """``key`` and the UTC day of ``ms`` as one grouping key."""
+    return f"{key}{_SEP}{_day_of(ms)}"
+
+
 def _day_of(ms: int) -> str:
     return (_EPOCH + dt.timedelta(days=ms // DAY_MS)).isoformat()
 
@@ -138,15 +150,17 @@ class _EvidenceFn(beam.DoFn):
                     raise ValueError("bad sku in order lines")
                 order_id = str(event.payload["order_id"])
                 self._orders.inc()
+                t = event.event_time_ms
                 for a, b in canonical_pairs(skus, self._max_items):
-                    yield pair_key(BOUGHT_WITH, a, b), {order_id: event.event_time_ms}
+                    yield day_key(pair_key(BOUGHT_WITH, a, b), t), {order_id: t}
             elif event.event_type == "product_viewed":
                 sku, session = event.payload["sku"], event.payload["session_id"]
                 if not (isinstance(sku, str) and sku and _SEP not in sku and session):
                     raise ValueError("product_viewed needs a sku and a session_id")
                 self._views.inc()
                 yield beam.pvalue.TaggedOutput(
-                    self.VIEWS, (str(session), (sku, event.event_time_ms))
+                    self.VIEWS,
+                    (day_key(str(session), event.event_time_ms), (sku, event.event_time_ms)),
                 )
             else:
                 self._ignored.inc()
@@ -206,12 +220,19 @@ class _EvidenceCombineFn(beam.CombineFn):
         return acc
 
 
-def _to_pair_day(element: tuple[str, dict[str, int]], w=beam.DoFn.WindowParam) -> PairDay:
+def _to_pair_day(element: tuple[str, dict[str, int]]) -> PairDay:
     key, evidence = element
-    kind, a, b = key.split(_SEP)
-    return PairDay(
-        kind, a, b, _day_of(w.start.micros // 1000), len(evidence), max(evidence.values())
-    )
+    kind, a, b, day = key.split(_SEP)
+    return PairDay(kind, a, b, day, len(evidence), max(evidence.values()))
+
+
+def _viewed_pairs(element: tuple[str, tuple[frozenset, int]], max_items: int) -> list:
+    session_day, (skus, newest) = element
+    session, day = session_day.rsplit(_SEP, 1)
+    return [
+        (_SEP.join((VIEWED_WITH, a, b, day)), {session: newest})
+        for a, b in canonical_pairs(skus, max_items)
+    ]
 
 
 class EdgeCombineFn(beam.CombineFn):
@@ -307,8 +328,10 @@ class BuildCoPurchaseGraph(beam.PTransform):
         relevant = events | "OrdersAndViews" >> beam.Filter(
             lambda e: e.event_type in ("order_placed", "product_viewed")
         )
+        # Days are in the keys; streaming also windows by day (triggers, lateness, expiry).
+        days = window.FixedWindows(DAY_MS // 1000) if opts.streaming else None
         daily = relevant | "WindowDaily" >> WindowForMode(
-            opts, window.FixedWindows(DAY_MS // 1000), pipeline=self._pipeline, stage=stage
+            opts, days, pipeline=self._pipeline, stage=stage
         )
         evidence = daily.elements | "ToEvidence" >> beam.ParDo(
             _EvidenceFn(self._pipeline, stage, self._max_items)
@@ -322,16 +345,10 @@ class BuildCoPurchaseGraph(beam.PTransform):
             | "SessionKeys"
             >> beam.Map(lambda kv: kv).with_output_types(tuple[str, tuple[str, int]])
             | "SkusPerSession" >> beam.CombinePerKey(_SessionSkusCombineFn())
-            | "ViewedPairs"
-            >> beam.FlatMap(
-                lambda kv: [
-                    (pair_key(VIEWED_WITH, a, b), {kv[0]: kv[1][1]})
-                    for a, b in canonical_pairs(kv[1][0], max_items)
-                ]
-            )
+            | "ViewedPairs" >> beam.FlatMap(_viewed_pairs, max_items)
             # Same daily windows again, with the mode's own trigger (not a continuation).
             | "PairKeys" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, dict[str, int]])
-            | "RewindowViewedPairs" >> window_into(opts, window.FixedWindows(DAY_MS // 1000))
+            | "RewindowViewedPairs" >> window_into(opts, days)
         )
         pair_days = (
             (evidence.bought, viewed)

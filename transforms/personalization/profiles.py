@@ -18,10 +18,15 @@ How (one transform, two modes; only ``WindowingOptions`` differs):
    addition, an order, a return or a ``customer_upserted``. Events without a customer (anonymous
    views and carts) are counted (``personalization_profiles/anonymous``), other event types are
    counted as ``ignored``; malformed ones become dead letters (class ``invalid_event``).
-2. Sessions: the customer's activity events in ``Sessions(gap)`` windows (the mode's triggers),
-   combined to ``SessionSpan(start, end)`` per window and fed back into the profile. A late event
-   that bridges two sessions makes Beam merge their windows; the merged span overlaps both old
-   ones and the profile takes the union of intervals, so it counts one session, never three.
+2. Sessions. Streaming: the customer's activity events in ``Sessions(gap)`` windows (the mode's
+   triggers), combined to ``SessionSpan(start, end)`` per window and fed back into the profile. A
+   late event that bridges two sessions makes Beam merge their windows; the merged span overlaps
+   both old ones and the profile takes the union of intervals, so it counts one session, never
+   three. Batch: the same union computed inside ``ProfileCombineFn`` from the activity events
+   themselves (each event is the interval ``[t, t + gap)``, exactly Beam's session window of one
+   event, and Beam merges intersecting windows as the union does), so the backfill needs no
+   merging-window grouping, whose per-key trigger driver on the local runners cost more than
+   the rest of the job. ``sessions`` (``SessionSpan``) comes from the folded profile in batch.
 3. ``ProfileCombineFn`` folds the contributions of a customer in the global window. Every part of
    its accumulator merges commutatively and associatively, so the result depends only on the set
    of events, not on their order or on how the runner splits bundles:
@@ -129,6 +134,7 @@ _TOP_SKUS = 200
 _MAX_BOUGHT = 200
 _TOP_AFFINITIES = 10
 _VIEW, _CART, _ORDER_LINE = 1, 3, 10
+_ACTIVITY = ("view", "cart", "order")
 
 
 # -- small pure helpers -------------------------------------------------------------------------
@@ -174,6 +180,18 @@ def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int
                 merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))
+    return merged
+
+
+def _merge_counted(intervals: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """``merge_intervals`` for ``(start, end, events)``: merged intervals add their events."""
+    merged: list[tuple[int, int, int]] = []
+    for start, end, n in sorted(intervals):
+        if merged and start < merged[-1][1]:
+            s0, e0, n0 = merged[-1]
+            merged[-1] = (s0, max(e0, end), n0 + n)
+        else:
+            merged.append((start, end, n))
     return merged
 
 
@@ -388,7 +406,9 @@ class _ProfileAcc:
         self.bought: dict[str, int] = {}  # sku -> newest order time (top _MAX_BOUGHT)
         self.channels: Counter = Counter()
         self.stores: Counter = Counter()
-        self.sessions: list[tuple[int, int]] = []
+        # merged (start, end, activity events counted inline); spans from windows count 0
+        self.sessions: list[tuple[int, int, int]] = []
+        self.pending: list[int] = []  # batch: activity times not merged into sessions yet
         self.contact: tuple | None = None  # (time, event_id, fields)
         self.events = 0
         self.applied = 0  # events (not session spans)
@@ -430,23 +450,43 @@ class ProfileCombineFn(beam.CombineFn):
         fn = ProfileCombineFn(ProfileSettings(half_life_days=7))
         acc = fn.add_input(fn.create_accumulator(), ("view", 1_764_000_000_000, "SKU-1", "WEB"))
         agg = fn.extract_output(acc)._replace(customer_id="CUST-1")
+
+    Args:
+        settings: half-life, last N, session gap, reference time.
+        inline_sessions: sessions from the activity events themselves (batch) instead of
+            ``("session", start, end)`` contributions from session windows (streaming).
     """
 
-    def __init__(self, settings: ProfileSettings = ProfileSettings()) -> None:
+    _PENDING = 512
+
+    def __init__(
+        self, settings: ProfileSettings = ProfileSettings(), inline_sessions: bool = False
+    ) -> None:
         self._s = settings
+        self._inline = inline_sessions
 
     def create_accumulator(self) -> _ProfileAcc:
         return _ProfileAcc()
+
+    def _settle(self, acc: _ProfileAcc) -> None:
+        if acc.pending:
+            gap = self._s.gap_ms
+            acc.sessions = _merge_counted([*acc.sessions, *((t, t + gap, 1) for t in acc.pending)])
+            acc.pending = []
 
     def add_input(self, acc: _ProfileAcc, c: tuple) -> _ProfileAcc:
         kind = c[0]
         acc.events += 1
         if kind == "session":
             _, start, end = c
-            acc.sessions = merge_intervals([*acc.sessions, (start, end)])
+            acc.sessions = _merge_counted([*acc.sessions, (start, end, 0)])
             return acc
         acc.applied += 1
         t = c[1]
+        if self._inline and kind in _ACTIVITY:
+            acc.pending.append(t)
+            if len(acc.pending) >= self._PENDING:
+                self._settle(acc)
         acc.seen(t)
         hour = t // HOUR_MS
         if kind == "view":
@@ -495,7 +535,8 @@ class ProfileCombineFn(beam.CombineFn):
 
     def merge_accumulators(self, accs: Iterable[_ProfileAcc]) -> _ProfileAcc:
         out = _ProfileAcc()
-        intervals: list[tuple[int, int]] = []
+        intervals: list[tuple[int, int, int]] = []
+        gap = self._s.gap_ms
         for a in accs:
             out.first_ms = _min(out.first_ms, a.first_ms)
             out.last_ms = _max(out.last_ms, a.last_ms)
@@ -514,21 +555,24 @@ class ProfileCombineFn(beam.CombineFn):
             out.channels.update(a.channels)
             out.stores.update(a.stores)
             intervals += a.sessions
+            intervals += [(t, t + gap, 1) for t in a.pending]
             if a.contact is not None and (out.contact is None or a.contact[:2] > out.contact[:2]):
                 out.contact = a.contact
             out.events += a.events
             out.applied += a.applied
         out.viewed = _top_recent(out.viewed, self._s.last_n)
         out.bought = _top_recent(out.bought, _MAX_BOUGHT)
-        out.sessions = merge_intervals(intervals)
+        out.sessions = _merge_counted(intervals)
         self._prune(out)
         return out
 
     def compact(self, acc: _ProfileAcc) -> _ProfileAcc:
+        self._settle(acc)
         self._prune(acc)
         return acc
 
     def extract_output(self, acc: _ProfileAcc) -> ProfileAggregate:
+        self._settle(acc)
         self._prune(acc)
         last = acc.last_ms if acc.last_ms is not None else 0
         as_of = max(self._s.as_of_ms or 0, last)
@@ -539,7 +583,7 @@ class ProfileCombineFn(beam.CombineFn):
             terms.setdefault(sku, []).append(decayed(w, as_of - midpoint, half))
         scores = sorted(((sku, math.fsum(v)) for sku, v in terms.items()), key=_best_first)
         gap = self._s.gap_ms
-        session_ms = sum(max(0, end - start - gap) for start, end in acc.sessions)
+        session_ms = sum(max(0, end - start - gap) for start, end, _ in acc.sessions)
         return ProfileAggregate(
             customer_id="",
             first_seen_ms=acc.first_ms if acc.first_ms is not None else 0,
@@ -563,7 +607,8 @@ class ProfileCombineFn(beam.CombineFn):
             as_of_ms=as_of,
             version=last,
             events_applied=acc.applied,
-            session_coverage_ms=sum(end - start for start, end in acc.sessions),
+            session_coverage_ms=sum(end - start for start, end, _ in acc.sessions),
+            session_spans=[list(s) for s in acc.sessions] if self._inline else [],
         )
 
 
@@ -736,7 +781,10 @@ def _span(element: tuple[str, int], w=beam.DoFn.WindowParam) -> SessionSpan:
     return SessionSpan(customer, w.start.micros // 1000, w.end.micros // 1000, events)
 
 
-_ACTIVITY = ("view", "cart", "order")
+def _spans_of(element: tuple[str, ProfileAggregate]) -> Iterator[SessionSpan]:
+    customer, agg = element
+    for start, end, events in agg.session_spans:
+        yield SessionSpan(customer, start, end, events)
 
 
 class BuildCustomerProfiles(beam.PTransform):
@@ -781,6 +829,14 @@ class BuildCustomerProfiles(beam.PTransform):
             _ContributionsFn.INVALID, main="contributions"
         )
         contributions = out.contributions
+        if not self._windowing.streaming:
+            aggregates = contributions | "FoldProfiles" >> beam.CombinePerKey(
+                ProfileCombineFn(self._settings, inline_sessions=True)
+            )
+            sessions = aggregates | "SessionSpans" >> beam.FlatMap(_spans_of).with_output_types(
+                SessionSpan
+            )
+            return self._finish(aggregates, sessions, windowed, out)
         gap_s = self._settings.gap_ms / 1000
         sessions = (
             contributions
@@ -807,6 +863,9 @@ class BuildCustomerProfiles(beam.PTransform):
             | "AllContributions" >> beam.Flatten().with_output_types(tuple[str, Any])
             | "FoldProfiles" >> beam.CombinePerKey(ProfileCombineFn(self._settings))
         )
+        return self._finish(aggregates, sessions, windowed, out)
+
+    def _finish(self, aggregates, sessions, windowed, out) -> ProfileResult:
         profiles = aggregates | "EnrichProfiles" >> beam.ParDo(
             _EnrichProfileFn(self._hash_key), catalog=beam.pvalue.AsDict(self._catalog)
         ).with_output_types(CustomerProfile)

@@ -102,6 +102,7 @@ class ProfileAggregate(NamedTuple):
         events_applied: events folded in (session spans not counted).
         session_coverage_ms: total length of the merged session intervals (window ends
             included), which only grows as spans of the same sessions arrive.
+        session_spans: batch (sessions computed inline): ``[start, end, events]`` per session.
     """
 
     customer_id: str
@@ -127,6 +128,7 @@ class ProfileAggregate(NamedTuple):
     version: int
     events_applied: int = 0
     session_coverage_ms: int = 0
+    session_spans: list = []
 
 
 class CustomerProfile(NamedTuple):
