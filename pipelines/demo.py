@@ -15,7 +15,14 @@ What it does, on local defaults:
    rows it rewrites are skipped as stale by the idempotent sinks), which brings the tables up to
    the end of the live day;
 5. prints per-store stock, alerts and forecasts read back from the stores, and for each run the
-   accounting line: in = unique + duplicates + dead letters.
+   accounting line: in = unique + duplicates + dead letters;
+6. personalization beside it, the same way: the history backfilled from the same files (batch,
+   direct runner, out-of-stock skus from ``stock_levels_demo`` excluded), then the same topics
+   streamed on Flink, into ``profiles_demo``, ``recommendations_demo``,
+   ``related_products_demo`` (Bigtable) and the graph store (labels ``Product_demo``,
+   ``Category_demo``); prints a few profiles (customers only as the keyed hash), their top 5
+   recommendations, related products of a few products and the graph's neighbours of one, and
+   the accounting of each run (profile stage: in = out + dead letters).
 
 The demo's tables are emptied at the start, so every run shows its own result.
 """
@@ -35,7 +42,10 @@ __all__ = ["DemoSummary", "run_demo"]
 
 TABLE_SUFFIX = "_demo"
 CORRUPT_RECORDS = 3
-_COMPONENTS = ["kafka", "registry", "postgres", "bigtable", "flink", "jobserver"]
+_COMPONENTS = ["kafka", "registry", "postgres", "bigtable", "graph", "flink", "jobserver"]
+#: The demo's PII hash key (environment variable read by the pipeline's workers).
+PII_HASH_KEY_ENV = "BACKBONE_PII_HASH_KEY"
+_DEMO_PII_KEY = "demo-only-pii-hash-key"
 
 
 @dataclasses.dataclass
@@ -54,6 +64,7 @@ class DemoSummary:
     reorder: list[dict[str, Any]]
     bigtable_rows: int
     postgres_rows: int
+    personalization: dict[str, Any] = dataclasses.field(default_factory=dict)
     problems: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -108,6 +119,8 @@ class DemoSummary:
                 + f"  ({'balanced' if acc['balanced'] else 'NOT balanced'}; "
                 f"{run['seconds']:.1f} s; dead letters after the read: {later})"
             )
+        if self.personalization:
+            lines += ["", *_render_personalization(self.personalization)]
         lines.append("result: " + ("OK" if self.balanced else "; ".join(self.problems)))
         return "\n".join(lines)
 
@@ -198,6 +211,7 @@ def run_demo(
     progress(f"  done in {streaming['seconds']:.1f} s")
 
     summary = _read_back(dsn, cfg, run_id, events, history, live_start, backfill, streaming)
+    summary.personalization = _personalization(cfg, files, prefix, common[1:], progress)
     _check(summary, len(history), len(events) - len(history))
     return summary
 
@@ -213,6 +227,10 @@ def _check(s: DemoSummary, history: int, live: int) -> None:
         )
     if s.bigtable_rows != s.postgres_rows:
         s.problems.append(f"Bigtable has {s.bigtable_rows} rows, Postgres {s.postgres_rows}")
+    for name in ("backfill", "streaming"):
+        run = s.personalization.get(name)
+        if run is not None and not run["accounting"]["balanced"]:
+            s.problems.append(f"personalization {name}: profile stage in != out + dead letters")
 
 
 def _empty_demo_tables(dsn: str, cfg: Any) -> None:
@@ -310,3 +328,153 @@ def _read_back(
         bigtable_rows=len(inventory_bigtable_levels(sfx)),
         postgres_rows=postgres_rows,
     )
+
+
+# -- personalization ---------------------------------------------------------------------------
+
+
+def _personalization(
+    cfg: Any,
+    files: Path,
+    prefix: str,
+    common: list[str],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Backfill the history, stream the topics on Flink, read examples back."""
+    from retail_backbone.pipelines import personalization
+    from retail_backbone.pipelines.runners import runner_args
+    from retail_backbone.testing import drop_personalization_state
+
+    uri = f"bolt://{cfg.host}:{cfg.port('neo4j')}"
+    os.environ.setdefault(PII_HASH_KEY_ENV, _DEMO_PII_KEY)
+    drop_personalization_state(uri, TABLE_SUFFIX)
+    args = [
+        *common,
+        f"--neo4j_uri={uri}",
+        f"--pii_hash_key=env:{PII_HASH_KEY_ENV}",
+        f"--stock_table=stock_levels{TABLE_SUFFIX}",
+    ]
+    out: dict[str, Any] = {}
+    progress("personalization: backfilling the history from files (batch, direct runner) ...")
+    started = time.monotonic()
+    out["backfill"] = personalization.run(
+        [*runner_args("direct", cfg), "--mode=batch", f"--input={files}", *args]
+    )
+    out["backfill"]["seconds"] = time.monotonic() - started
+    progress(f"  done in {out['backfill']['seconds']:.1f} s")
+    progress("personalization: streaming the topics on Flink (early firings every 2 s) ...")
+    started = time.monotonic()
+    out["streaming"] = personalization.run(
+        [
+            *runner_args("flink", cfg),
+            "--mode=streaming",
+            "--topics=" + ",".join(prefix + t for t in personalization.TOPICS),
+            "--stop_at_end",
+            "--early_firing_seconds=2",
+            *args,
+        ]
+    )
+    out["streaming"]["seconds"] = time.monotonic() - started
+    progress(f"  done in {out['streaming']['seconds']:.1f} s")
+    out.update(_personalization_examples(uri))
+    return out
+
+
+def _personalization_examples(uri: str, n: int = 3) -> dict[str, Any]:
+    """A few profiles (keyed hash only), their recommendations, related products, graph facts."""
+    from google.cloud import bigtable
+
+    from retail_backbone.io.sinks.bigtable import decode_cells
+    from retail_backbone.io.sinks.graph import GraphSpec, graph_driver
+    from retail_backbone.pipelines import personalization as job
+    from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
+
+    instance = bigtable.Client(project=PROJECT, admin=True).instance(INSTANCE)
+
+    def rows(spec: Any) -> list[Any]:
+        table = instance.table(spec.name + TABLE_SUFFIX)
+        return [decode_cells(spec, data) for data in table.read_rows()]
+
+    profiles = rows(job.PROFILES_BIGTABLE)
+    recs = {r.customer_key: r.items for r in rows(job.RECOMMENDATIONS_BIGTABLE)}
+    related = rows(job.RELATED_PRODUCTS_BIGTABLE)
+    # The most valuable customers of a few segments (never the id: only the keyed hash).
+    chosen, seen = [], set()
+    for p in sorted(profiles, key=lambda p: (-p.monetary, p.customer_key)):
+        if p.segment not in seen and p.frequency:
+            seen.add(p.segment)
+            chosen.append(p)
+        if len(chosen) == n:
+            break
+    examples = [
+        {
+            "customer_key": p.customer_key,
+            "segment": p.segment,
+            "rfm": f"{p.r_score}{p.f_score}{p.m_score}",
+            "orders": p.frequency,
+            "monetary": p.monetary,
+            "sessions": p.sessions,
+            "top_categories": p.category_affinity[:3],
+            "top_brands": p.brand_affinity[:2],
+            "recommendations": [item[:3] for item in recs.get(p.customer_key, [])[:5]],
+        }
+        for p in chosen
+    ]
+    best_related = sorted(related, key=lambda r: (-r.evidence, r.sku))[:n]
+    spec = GraphSpec(suffix=TABLE_SUFFIX)
+    with graph_driver(uri) as driver:
+        counts, _, _ = driver.execute_query(
+            f"MATCH (a:{spec.product})-[e]->(b:{spec.product}) "
+            "RETURN type(e) AS kind, count(*) AS n ORDER BY kind"
+        )
+        top = best_related[0].sku if best_related else ""
+        neighbours, _, _ = driver.execute_query(
+            f"MATCH (p:{spec.product} {{sku: $sku}})-[e:BOUGHT_WITH]-(q:{spec.product}) "
+            "RETURN q.sku AS sku, q.category AS category, e.total AS total "
+            "ORDER BY e.weight DESC, sku LIMIT 5",
+            sku=top,
+        )
+    return {
+        "profiles": len(profiles),
+        "examples": examples,
+        "related": [{"sku": r.sku, "items": r.items[:5]} for r in best_related],
+        "graph_edges": {r["kind"]: r["n"] for r in counts},
+        "graph_neighbours": {"sku": top, "bought_with": [r.data() for r in neighbours]},
+    }
+
+
+def _render_personalization(p: dict[str, Any]) -> list[str]:
+    lines = [
+        f"personalization: {p['profiles']:,} profiles (Bigtable profiles{TABLE_SUFFIX}; "
+        "customers shown only as the keyed hash)"
+    ]
+    for e in p["examples"]:
+        cats = ", ".join(f"{c} {s:.0%}" for c, s in e["top_categories"])
+        lines.append(
+            f"  {e['customer_key'][:12]}  {e['segment']:11} RFM {e['rfm']}  {e['orders']} orders "
+            f"{e['monetary']:,.2f}  {e['sessions']} sessions  likes {cats}"
+        )
+        recs = ", ".join(f"{sku} ({reason})" for sku, _, reason in e["recommendations"])
+        lines.append(f"    top 5: {recs or 'none'}")
+    lines.append(f"related products (Bigtable related_products{TABLE_SUFFIX})")
+    for r in p["related"]:
+        lines.append(f"  {r['sku']}: " + ", ".join(f"{s} {w:.2f}" for s, w in r["items"]))
+    edges = ", ".join(f"{k} {n:,}" for k, n in p["graph_edges"].items())
+    n = p["graph_neighbours"]
+    lines.append(f"graph (Product{TABLE_SUFFIX}): {edges}; bought with {n['sku']}:")
+    lines.append(
+        "  " + ", ".join(f"{q['sku']} ({q['category']}, {q['total']}x)" for q in n["bought_with"])
+    )
+    for name in ("backfill", "streaming"):
+        run = p[name]
+        acc = run["accounting"]
+        stage = acc["profiles_stage"]
+        balanced = "balanced" if acc["balanced"] else "NOT balanced"
+        written = ", ".join(f"{k} {v['written']:,}" for k, v in run["sinks"].items())
+        lines.append(
+            f"personalization {name:9}: in {run['events_in']:,}, unique {acc['unique_events']:,}, "
+            f"duplicates {run['duplicates']:,}; profile stage in {stage['in']:,} = out "
+            f"{stage['out']:,} + dead letters {stage['dead_letters']:,} ({balanced}; "
+            f"{run['seconds']:.1f} s; dead letters {run['dead_letters']}; written {written})"
+        )
+    return lines

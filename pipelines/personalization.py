@@ -307,9 +307,11 @@ def _read_events(p: beam.Pipeline, opts: PersonalizationOptions) -> tuple[Any, A
     from retail_backbone.io.events import DecodeEvents
     from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
 
-    stop = (
-        StopPosition.when_idle(opts.stop_when_idle_seconds) if opts.stop_when_idle_seconds else None
-    )
+    stop = None
+    if opts.stop_at_end:
+        stop = StopPosition.at_end()
+    elif opts.stop_when_idle_seconds:
+        stop = StopPosition.when_idle(opts.stop_when_idle_seconds)
     records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
         opts.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
     )

@@ -112,3 +112,68 @@ def inventory_bigtable_levels(
         row = decode_cells(spec, data)
         rows[(row.sku, row.location)] = (row.on_hand, row.reserved, row.available, row.version)
     return rows
+
+
+PERSONALIZATION_TABLES = ("profiles", "recommendations", "related_products")
+
+
+def personalization_bigtable_state(
+    suffix: str = "", project: str | None = None, instance: str | None = None
+) -> dict[str, dict[bytes, dict]]:
+    """Every cell (value and timestamp) of the personalization job's Bigtable tables."""
+    from google.cloud import bigtable
+
+    from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
+
+    tables = bigtable.Client(project=project or PROJECT, admin=True).instance(instance or INSTANCE)
+    state = {}
+    for name in PERSONALIZATION_TABLES:
+        rows = {}
+        for data in tables.table(f"{name}{suffix}").read_rows():
+            rows[data.row_key] = {
+                (family, qualifier): [(c.value, c.timestamp_micros) for c in cells]
+                for family, columns in data.cells.items()
+                for qualifier, cells in columns.items()
+            }
+        state[name] = rows
+    return state
+
+
+def personalization_graph_state(uri: str, suffix: str = "") -> dict[str, list]:
+    """Product nodes and every relationship from them (properties included), sorted."""
+    from retail_backbone.io.sinks.graph import GraphSpec, graph_driver
+
+    spec = GraphSpec(suffix=suffix)
+    with graph_driver(uri) as driver:
+        nodes, _, _ = driver.execute_query(
+            f"MATCH (n:{spec.product}) RETURN n.sku AS sku, properties(n) AS props ORDER BY sku"
+        )
+        edges, _, _ = driver.execute_query(
+            f"MATCH (a:{spec.product})-[e]->(b) RETURN a.sku AS a, type(e) AS kind, "
+            "coalesce(b.sku, b.name) AS b, properties(e) AS props ORDER BY a, kind, b"
+        )
+    return {"nodes": [r.data() for r in nodes], "edges": [r.data() for r in edges]}
+
+
+def drop_personalization_state(uri: str | None, *suffixes: str) -> None:
+    """Delete the Bigtable tables and graph nodes/constraints of the given table suffixes."""
+    from google.cloud import bigtable
+
+    from retail_backbone.io.sinks.graph import GraphSpec, graph_driver
+    from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
+
+    instance = bigtable.Client(project=PROJECT, admin=True).instance(INSTANCE)
+    for suffix in suffixes:
+        for name in PERSONALIZATION_TABLES:
+            table = instance.table(f"{name}{suffix}")
+            if table.exists():
+                table.delete()
+        if uri is None:
+            continue
+        spec = GraphSpec(suffix=suffix)
+        with graph_driver(uri) as driver:
+            driver.execute_query(
+                f"MATCH (n) WHERE n:{spec.product} OR n:{spec.category} DETACH DELETE n"
+            )
+            for name in (f"{spec.product.lower()}_sku", f"{spec.category.lower()}_name"):
+                driver.execute_query(f"DROP CONSTRAINT {name} IF EXISTS")
