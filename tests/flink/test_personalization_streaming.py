@@ -52,7 +52,7 @@ def stores(stack, monkeypatch):
 
 
 def _items(state: dict) -> dict[bytes, list]:
-    return {key: json.loads(cells[(b"r", b"items")][0][0]) for key, cells in state.items()}
+    return {key: json.loads(cells[("r", b"items")][0][0]) for key, cells in state.items()}
 
 
 def test_streaming_on_flink_leaves_the_same_state_as_the_batch_backfill(stores, tmp_path):

@@ -220,10 +220,12 @@ class _EvidenceCombineFn(beam.CombineFn):
         return acc
 
 
-def _to_pair_day(element: tuple[str, dict[str, int]]) -> PairDay:
+def _to_pair_day(element: tuple[str, dict[str, int]]) -> Iterator[PairDay]:
     key, evidence = element
+    if not evidence:  # an empty pane (Flink fires some at the end of a streaming run)
+        return
     kind, a, b, day = key.split(_SEP)
-    return PairDay(kind, a, b, day, len(evidence), max(evidence.values()))
+    yield PairDay(kind, a, b, day, len(evidence), max(evidence.values()))
 
 
 def _viewed_pairs(element: tuple[str, tuple[frozenset, int]], max_items: int) -> list:
@@ -270,7 +272,9 @@ class EdgeCombineFn(beam.CombineFn):
             del out[old]
         return out
 
-    def extract_output(self, acc: dict) -> CoPurchaseEdge:
+    def extract_output(self, acc: dict) -> CoPurchaseEdge | None:
+        if "_pair" not in acc:
+            return None  # an empty pane
         kind, a, b = acc["_pair"]
         days = sorted(d for d in acc if d != "_pair")[-_MAX_DAYS:]
         counts = {d: acc[d][0] for d in days}
@@ -354,7 +358,7 @@ class BuildCoPurchaseGraph(beam.PTransform):
             (evidence.bought, viewed)
             | "AllPairs" >> beam.Flatten().with_output_types(tuple[str, dict[str, int]])
             | "CountEvidence" >> beam.CombinePerKey(_EvidenceCombineFn())
-            | "ToPairDays" >> beam.Map(_to_pair_day).with_output_types(PairDay)
+            | "ToPairDays" >> beam.FlatMap(_to_pair_day).with_output_types(PairDay)
         )
         half = self._half_life_days
         edges = (
@@ -365,7 +369,10 @@ class BuildCoPurchaseGraph(beam.PTransform):
             )
             | "EdgesToGlobal" >> window_into(opts)
             | "FoldEdges" >> beam.CombinePerKey(EdgeCombineFn(half))
-            | "DropKeys" >> beam.Values().with_output_types(CoPurchaseEdge)
+            | "DropKeys"
+            >> beam.FlatMap(lambda kv: [kv[1]] if kv[1] is not None else []).with_output_types(
+                CoPurchaseEdge
+            )
         )
         # Dead letters leave in the plain global window (these are in daily windows), like the
         # late ones from DropLateData, so the merge below keeps every element's real window.

@@ -698,6 +698,8 @@ class _EnrichProfileFn(beam.DoFn):
 
     def process(self, element: tuple[str, ProfileAggregate], catalog: dict) -> Iterator[Any]:
         customer, agg = element
+        if agg.events == 0:  # an empty pane (Flink fires some at the end of a streaming run)
+            return
         self._profiles.inc()
         yield enrich(agg._replace(customer_id=customer), catalog, self._key)
 
