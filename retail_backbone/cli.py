@@ -691,10 +691,12 @@ def run_job() -> None:
 
 _RUNNER = click.option(
     "--runner",
-    type=click.Choice(["prism", "flink", "direct"]),
-    default="prism",
+    type=click.Choice(["auto", "direct", "flink", "prism"]),
+    default="auto",
     show_default=True,
-    help="prism: Beam's portable local runner; flink: the local Flink cluster; direct: in-process.",
+    help="auto: direct for batch, flink for streaming; direct: in-process; flink: the local "
+    "Flink cluster; prism: Beam's portable local runner (no custom triggers in Beam 2.62, so "
+    "not for streaming jobs).",
 )
 
 
@@ -723,6 +725,7 @@ def _run_stack_job(
     import os
 
     from retail_backbone.io.sinks.base import SinkConfigError
+    from retail_backbone.pipelines.job_options import JobOptions
     from retail_backbone.pipelines.params import InvalidParams
     from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
     from retail_backbone.stack import Stack, StackConfig
@@ -731,6 +734,9 @@ def _run_stack_job(
     job = importlib.import_module(f"retail_backbone.pipelines.{name}")
     cfg = StackConfig.load()
     args = list(pipeline_args)
+    if runner == "auto":
+        # Streaming needs processing-time triggers and allowed lateness: Flink runs them here.
+        runner = "flink" if JobOptions(args).mode == "streaming" else "direct"
     common = []
     if not _given(args, "bootstrap_servers"):
         common.append(f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}")
@@ -804,8 +810,8 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
 
     \b
     Example:
-      backbone run inventory --mode batch --input data/backfill --runner direct
-      backbone run inventory --mode streaming --stop_when_idle_seconds 30
+      backbone run inventory --mode batch --input data/backfill
+      backbone run inventory --mode streaming --stop_at_end      # on Flink
     """
     import os
 
