@@ -53,6 +53,7 @@ __all__ = [
     "InventoryOptions",
     "InventoryOutputs",
     "build_pipeline",
+    "enabled_sinks",
     "run",
     "to_demand_forecast_row",
     "to_stock_alert_row",
@@ -68,7 +69,10 @@ TOPICS = (
     "retail.order_cancelled",
     "retail.return_processed",
 )
-SINKS = ("postgres", "bigtable")
+SINKS = ("postgres", "bigtable", "kafka")
+#: Sinks written when --sinks is not given: a backfill does not re-announce history's alerts.
+DEFAULT_SINKS = {"batch": ("postgres", "bigtable"), "streaming": SINKS}
+ALERTS_TOPIC = "inventory.alerts"
 _DAY_MS = 86_400_000
 
 # Pinned like the transforms' rows: FastPrimitivesCoder encodes these named tuples field by field
@@ -154,6 +158,19 @@ def to_stock_alert_row(alert: StockAlert) -> StockAlertRow:
     )
 
 
+def to_alert_record(row: StockAlertRow) -> dict[str, Any]:
+    """A stock alert as a ``inventory.alerts`` record (schemas/inventory_alert)."""
+    return {
+        "alert_id": row.alert_id,
+        "sku": row.sku,
+        "location": row.location,
+        "kind": row.kind,
+        "available": row.available,
+        "reorder_point": float(row.reorder_point),
+        "event_time": row.version,
+    }
+
+
 def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
     return DemandForecastRow(
         sku=forecast.sku,
@@ -171,9 +188,10 @@ def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
 # -- options checks beyond single values -------------------------------------------------------
 
 
-def _sinks(opts: InventoryOptions) -> tuple[str, ...]:
+def enabled_sinks(opts: InventoryOptions) -> tuple[str, ...]:
+    """The sinks this run writes: ``--sinks``, or the mode's defaults."""
     if not opts.sinks:
-        return SINKS
+        return DEFAULT_SINKS[opts.mode]
     return tuple(dict.fromkeys(s.strip() for s in opts.sinks.split(",") if s.strip()))
 
 
@@ -187,14 +205,14 @@ def check_options(opts: InventoryOptions) -> None:
     """Every launch-time check of the options; raises ``InvalidParams`` listing all problems."""
     validate_params(opts, params_of(InventoryOptions))
     problems = []
-    unknown = [s for s in _sinks(opts) if s not in SINKS]
+    unknown = [s for s in enabled_sinks(opts) if s not in SINKS]
     if unknown:
         problems.append(f"--sinks: unknown {unknown}; this pipeline writes {list(SINKS)}")
     if opts.mode == "batch" and not opts.input:
         problems.append("--input is required in batch mode: the root folder of the event files")
     if opts.mode == "streaming" and not _topics(opts):
         problems.append("--topics is empty: give at least one Kafka topic")
-    if "postgres" in _sinks(opts) and not opts.postgres_dsn:
+    if "postgres" in enabled_sinks(opts) and not opts.postgres_dsn:
         problems.append(
             "--postgres_dsn is required with the postgres sink (a libpq string or "
             "env:VAR), or leave postgres out of --sinks"
@@ -323,7 +341,7 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
 
     dead = [read_dead, ledger.dead_letters, demand.dead_letters, stockouts.dead_letters]
     sink_dead = []
-    sinks = _sinks(opts)
+    sinks = enabled_sinks(opts)
     pg_levels, pg_alerts, pg_forecast = table_specs(opts)[0]
     bt_levels = table_specs(opts)[1]
     if "postgres" in sinks:
@@ -351,6 +369,8 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
                 create_tables=False,
             )
         )
+    if "kafka" in sinks:
+        sink_dead.append(_publish_alerts(alerts, opts))
     if windowing.streaming:
         # Sink outputs keep their input's triggers; dead letters leave in the plain global window.
         sink_dead = [
@@ -370,6 +390,36 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
     )
 
 
+def alerts_topic(opts: InventoryOptions) -> str:
+    """``inventory.alerts``, with ``--table_suffix`` (per-test or blue/green outputs)."""
+    return ALERTS_TOPIC + (opts.table_suffix or "")
+
+
+def _publish_alerts(alerts: beam.PCollection, opts: InventoryOptions) -> beam.PCollection:
+    """Alerts to ``inventory.alerts`` (Avro, keyed ``sku#location``); failures as dead letters.
+
+    The alert id is deterministic, so consumers drop the copies a replay publishes again.
+    """
+    from retail_backbone.io.kafka_sink import EncodeAvroMessages, WriteToKafkaEvents
+    from retail_backbone.schemas.catalog import SCHEMAS_DIR, subject_for_topic
+
+    schema = (SCHEMAS_DIR / "inventory_alert" / "v1.avsc").read_text()
+    return (
+        alerts
+        | "ToAlertRecords" >> beam.Map(to_alert_record)
+        | "EncodeAlerts"
+        >> EncodeAvroMessages(
+            opts.registry_url,
+            alerts_topic(opts),
+            subject_for_topic(alerts_topic(opts)),
+            schema,
+            key_fn=lambda r: f"{r['sku']}#{r['location']}",
+            event_id_fn=lambda r: r["alert_id"],
+        )
+        | "PublishAlerts" >> WriteToKafkaEvents(opts.bootstrap_servers, pipeline=PIPELINE)
+    )
+
+
 # -- launch ------------------------------------------------------------------------------------
 
 
@@ -380,10 +430,17 @@ def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
 
     pg, bt = table_specs(opts)
     changes = []
-    if "postgres" in _sinks(opts):
+    if "postgres" in enabled_sinks(opts):
         changes += ensure_tables(opts.postgres_dsn, pg)
-    if "bigtable" in _sinks(opts):
+    if "bigtable" in enabled_sinks(opts):
         changes += ensure_bigtable_tables(opts.bigtable_project, opts.bigtable_instance, [bt])
+    if "kafka" in enabled_sinks(opts):
+        from retail_backbone.io.kafka import ensure_topics
+
+        changes += [
+            f"created topic {t}"
+            for t in ensure_topics(opts.bootstrap_servers, [alerts_topic(opts)])
+        ]
     return changes
 
 
@@ -415,6 +472,7 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
         "WriteStockAlerts",
         "WriteDemandForecast",
         "ServeStockLevels",
+        "PublishAlerts",
     ):
         if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
             sinks[label] = {

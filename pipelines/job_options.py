@@ -75,7 +75,8 @@ class JobOptions(PipelineOptions):
         ),
         Param(
             "table_suffix",
-            "Appended to every table name, e.g. _blue for blue/green loads or per-test tables "
+            "Appended to every output's name (tables, and topics the job writes such as "
+            "inventory.alerts), e.g. _blue for blue/green loads or per-test outputs "
             "(lower-case letters, digits, underscores). Default: none.",
             regex=r"[a-z0-9_]+",
         ),

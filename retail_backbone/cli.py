@@ -750,8 +750,9 @@ def _run_stack_job(
         _echo_err(str(exc))
         sys.exit(2)
     components = store_components(opts)
-    if opts.mode == "streaming" or opts.dead_letters_to_kafka:
+    if opts.mode == "streaming" or opts.dead_letters_to_kafka or "kafka" in components:
         components += ["kafka", "registry"]
+    components = list(dict.fromkeys(components))
     components += RUNNER_COMPONENTS[runner]
     progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
     try:
@@ -802,8 +803,9 @@ def _sinks_of(opts: Any, known: tuple[str, ...]) -> list[str]:
 def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) -> None:
     """Run the inventory job: stock levels, alerts and forecasts into Postgres and Bigtable.
 
-    Brings up what the job needs (postgres and/or bigtable per --sinks, kafka and the registry
-    in streaming mode, the runner), fills --postgres_dsn, --bootstrap_servers and
+    Alerts also go to the Kafka topic inventory.alerts (by default in streaming mode). Brings up
+    what the job needs (postgres, bigtable, kafka per --sinks, kafka and the registry in
+    streaming mode, the runner), fills --postgres_dsn, --bootstrap_servers and
     --registry_url from the stack unless given, runs the job and prints its counters. Every other
     argument goes to the pipeline (python -m retail_backbone.pipelines.inventory --help lists
     them).
@@ -815,6 +817,7 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
     """
     import os
 
+    from retail_backbone.pipelines import inventory
     from retail_backbone.stack.components.postgres import dsn as pg_dsn
 
     def defaults(cfg: Any, args: list[str]) -> list[str]:
@@ -832,7 +835,8 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
         as_json,
         pipeline_args,
         defaults=defaults,
-        store_components=lambda opts: _sinks_of(opts, ("postgres", "bigtable")),
+        # The kafka sink (alerts) needs the broker and the registry: _run_stack_job adds both.
+        store_components=lambda opts: list(inventory.enabled_sinks(opts)),
     )
 
 
