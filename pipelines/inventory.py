@@ -43,7 +43,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
 from retail_backbone.pipelines.connections import ConnectionOptions
-from retail_backbone.pipelines.job_options import JobOptions, params_of
+from retail_backbone.pipelines.job_options import JobOptions, params_of, sink_policy
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
 from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
 
@@ -54,6 +54,7 @@ __all__ = [
     "InventoryOutputs",
     "build_pipeline",
     "run",
+    "sink_targets",
     "to_demand_forecast_row",
     "to_stock_alert_row",
     "to_stock_level_row",
@@ -213,6 +214,10 @@ def check_options(opts: InventoryOptions) -> None:
         problems.append("give --stop_at_end or --stop_when_idle_seconds, not both")
     if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
         problems.append("--start_date must be before --end_date")
+    try:
+        sink_policy(opts)
+    except ValueError as exc:
+        problems.append(f"--sink_*: {exc}")
     if problems:
         raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
 
@@ -226,6 +231,28 @@ def table_specs(opts: InventoryOptions) -> tuple[tuple, Any]:
     pg = tuple(spec.renamed(spec.name + suffix) for spec in INVENTORY_TABLES)
     bt = STOCK_LEVELS_BIGTABLE.renamed(STOCK_LEVELS_BIGTABLE.name + suffix)
     return pg, bt
+
+
+def sink_targets(opts: PipelineOptions) -> dict[str, Any]:
+    """Every sink step of the job, by step label: where it writes (``SinkTarget``).
+
+    The one place that says which step writes which table: ``build_pipeline`` applies these
+    (those whose ``store`` is in ``--sinks``) and ``backbone dlq replay`` writes a sink dead
+    letter back through the target of its ``stage``. Honours ``--table_suffix``.
+    """
+    from retail_backbone.io.sinks.bigtable import BigtableTarget
+    from retail_backbone.io.sinks.postgres import PostgresTarget
+
+    opts = opts.view_as(InventoryOptions)
+    (pg_levels, pg_alerts, pg_forecast), bt_levels = table_specs(opts)
+    return {
+        "WriteStockLevels": PostgresTarget(opts.postgres_dsn, pg_levels),
+        "WriteStockAlerts": PostgresTarget(opts.postgres_dsn, pg_alerts),
+        "WriteDemandForecast": PostgresTarget(opts.postgres_dsn, pg_forecast),
+        "ServeStockLevels": BigtableTarget(
+            opts.bigtable_project, opts.bigtable_instance, bt_levels
+        ),
+    }
 
 
 # -- the pipeline ------------------------------------------------------------------------------
@@ -272,8 +299,6 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
         ``DemandForecastRow``) and every dead letter, merged.
     """
     from retail_backbone.io.dead_letter_sinks import WriteDeadLetters
-    from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
-    from retail_backbone.io.sinks.postgres import WriteToPostgresVersioned
     from retail_backbone.transforms.dedup import DeduplicateEvents
     from retail_backbone.transforms.inventory import (
         DetectStockouts,
@@ -322,35 +347,19 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
     ).with_output_types(DemandForecastRow)
 
     dead = [read_dead, ledger.dead_letters, demand.dead_letters, stockouts.dead_letters]
-    sink_dead = []
     sinks = _sinks(opts)
-    pg_levels, pg_alerts, pg_forecast = table_specs(opts)[0]
-    bt_levels = table_specs(opts)[1]
-    if "postgres" in sinks:
-        for label, rows, spec in (
-            ("WriteStockLevels", levels, pg_levels),
-            ("WriteStockAlerts", alerts, pg_alerts),
-            ("WriteDemandForecast", forecasts, pg_forecast),
-        ):
-            sink_dead.append(
-                rows
-                | label
-                >> WriteToPostgresVersioned(
-                    opts.postgres_dsn, spec, pipeline=PIPELINE, create_tables=False
-                )
-            )
-    if "bigtable" in sinks:
-        sink_dead.append(
-            levels
-            | "ServeStockLevels"
-            >> WriteToBigtableVersioned(
-                opts.bigtable_project,
-                opts.bigtable_instance,
-                bt_levels,
-                pipeline=PIPELINE,
-                create_tables=False,
-            )
-        )
+    policy = sink_policy(opts)
+    rows_of = {
+        "WriteStockLevels": levels,
+        "WriteStockAlerts": alerts,
+        "WriteDemandForecast": forecasts,
+        "ServeStockLevels": levels,
+    }
+    sink_dead = [
+        rows_of[label] | label >> target.transform(PIPELINE, policy)
+        for label, target in sink_targets(opts).items()
+        if target.store in sinks
+    ]
     if windowing.streaming:
         # Sink outputs keep their input's triggers; dead letters leave in the plain global window.
         sink_dead = [
@@ -375,15 +384,10 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
 
 def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
     """Create the enabled sinks' tables if missing (at launch); returns what was done."""
-    from retail_backbone.io.sinks.bigtable import ensure_bigtable_tables
-    from retail_backbone.io.sinks.postgres import ensure_tables
-
-    pg, bt = table_specs(opts)
     changes = []
-    if "postgres" in _sinks(opts):
-        changes += ensure_tables(opts.postgres_dsn, pg)
-    if "bigtable" in _sinks(opts):
-        changes += ensure_bigtable_tables(opts.bigtable_project, opts.bigtable_instance, [bt])
+    for target in sink_targets(opts).values():
+        if target.store in _sinks(opts):
+            changes += target.ensure()
     return changes
 
 
