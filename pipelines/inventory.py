@@ -408,7 +408,8 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
     by_class: Counter = Counter()
     by_stage: Counter = Counter()
     for (namespace, name), value in counters.items():
-        if namespace == "dead_letters":
+        # (``files_written`` counts what the file sink wrote, not another dead letter.)
+        if namespace == "dead_letters" and name != "files_written":
             if "." in name:
                 by_class[name.split(".", 1)[1]] += value
             else:
@@ -423,7 +424,14 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
         if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
             sinks[label] = {
                 k: get(PIPELINE, f"{label}.{k}")
-                for k in ("written", "skipped_stale", "failed", "dead_lettered")
+                for k in (
+                    "written",
+                    "skipped_stale",
+                    "failed",
+                    "dead_lettered",
+                    "retries",
+                    "breaker_opened",
+                )
             }
     # Accounting: every event read is kept once, dropped as a duplicate, or dead-lettered at the
     # read (undecodable, invalid); late data and sink failures are dead letters of later stages.

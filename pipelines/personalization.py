@@ -497,7 +497,8 @@ def summarize(result: Any, opts: PersonalizationOptions) -> dict[str, Any]:
     by_class: Counter = Counter()
     by_stage: Counter = Counter()
     for (namespace, name), value in counters.items():
-        if namespace == "dead_letters":
+        # (``files_written`` counts what the file sink wrote, not another dead letter.)
+        if namespace == "dead_letters" and name != "files_written":
             if "." in name:
                 by_class[name.split(".", 1)[1]] += value
             else:
