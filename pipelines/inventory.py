@@ -43,7 +43,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
 from retail_backbone.pipelines.connections import ConnectionOptions
-from retail_backbone.pipelines.job_options import JobOptions, params_of
+from retail_backbone.pipelines.job_options import JobOptions, params_of, sink_policy
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
 from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
 
@@ -55,6 +55,7 @@ __all__ = [
     "build_pipeline",
     "enabled_sinks",
     "run",
+    "sink_targets",
     "to_demand_forecast_row",
     "to_stock_alert_row",
     "to_stock_level_row",
@@ -231,6 +232,10 @@ def check_options(opts: InventoryOptions) -> None:
         problems.append("give --stop_at_end or --stop_when_idle_seconds, not both")
     if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
         problems.append("--start_date must be before --end_date")
+    try:
+        sink_policy(opts)
+    except ValueError as exc:
+        problems.append(f"--sink_*: {exc}")
     if problems:
         raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
 
@@ -244,6 +249,28 @@ def table_specs(opts: InventoryOptions) -> tuple[tuple, Any]:
     pg = tuple(spec.renamed(spec.name + suffix) for spec in INVENTORY_TABLES)
     bt = STOCK_LEVELS_BIGTABLE.renamed(STOCK_LEVELS_BIGTABLE.name + suffix)
     return pg, bt
+
+
+def sink_targets(opts: PipelineOptions) -> dict[str, Any]:
+    """Every sink step of the job, by step label: where it writes (``SinkTarget``).
+
+    The one place that says which step writes which table: ``build_pipeline`` applies these
+    (those whose ``store`` is in ``--sinks``) and ``backbone dlq replay`` writes a sink dead
+    letter back through the target of its ``stage``. Honours ``--table_suffix``.
+    """
+    from retail_backbone.io.sinks.bigtable import BigtableTarget
+    from retail_backbone.io.sinks.postgres import PostgresTarget
+
+    opts = opts.view_as(InventoryOptions)
+    (pg_levels, pg_alerts, pg_forecast), bt_levels = table_specs(opts)
+    return {
+        "WriteStockLevels": PostgresTarget(opts.postgres_dsn, pg_levels),
+        "WriteStockAlerts": PostgresTarget(opts.postgres_dsn, pg_alerts),
+        "WriteDemandForecast": PostgresTarget(opts.postgres_dsn, pg_forecast),
+        "ServeStockLevels": BigtableTarget(
+            opts.bigtable_project, opts.bigtable_instance, bt_levels
+        ),
+    }
 
 
 # -- the pipeline ------------------------------------------------------------------------------
@@ -290,8 +317,6 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
         ``DemandForecastRow``) and every dead letter, merged.
     """
     from retail_backbone.io.dead_letter_sinks import WriteDeadLetters
-    from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
-    from retail_backbone.io.sinks.postgres import WriteToPostgresVersioned
     from retail_backbone.transforms.dedup import DeduplicateEvents
     from retail_backbone.transforms.inventory import (
         DetectStockouts,
@@ -340,35 +365,19 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
     ).with_output_types(DemandForecastRow)
 
     dead = [read_dead, ledger.dead_letters, demand.dead_letters, stockouts.dead_letters]
-    sink_dead = []
     sinks = enabled_sinks(opts)
-    pg_levels, pg_alerts, pg_forecast = table_specs(opts)[0]
-    bt_levels = table_specs(opts)[1]
-    if "postgres" in sinks:
-        for label, rows, spec in (
-            ("WriteStockLevels", levels, pg_levels),
-            ("WriteStockAlerts", alerts, pg_alerts),
-            ("WriteDemandForecast", forecasts, pg_forecast),
-        ):
-            sink_dead.append(
-                rows
-                | label
-                >> WriteToPostgresVersioned(
-                    opts.postgres_dsn, spec, pipeline=PIPELINE, create_tables=False
-                )
-            )
-    if "bigtable" in sinks:
-        sink_dead.append(
-            levels
-            | "ServeStockLevels"
-            >> WriteToBigtableVersioned(
-                opts.bigtable_project,
-                opts.bigtable_instance,
-                bt_levels,
-                pipeline=PIPELINE,
-                create_tables=False,
-            )
-        )
+    policy = sink_policy(opts)
+    rows_of = {
+        "WriteStockLevels": levels,
+        "WriteStockAlerts": alerts,
+        "WriteDemandForecast": forecasts,
+        "ServeStockLevels": levels,
+    }
+    sink_dead = [
+        rows_of[label] | label >> target.transform(PIPELINE, policy)
+        for label, target in sink_targets(opts).items()
+        if target.store in sinks
+    ]
     if "kafka" in sinks:
         sink_dead.append(_publish_alerts(alerts, opts))
     if windowing.streaming:
@@ -425,15 +434,10 @@ def _publish_alerts(alerts: beam.PCollection, opts: InventoryOptions) -> beam.PC
 
 def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
     """Create the enabled sinks' tables if missing (at launch); returns what was done."""
-    from retail_backbone.io.sinks.bigtable import ensure_bigtable_tables
-    from retail_backbone.io.sinks.postgres import ensure_tables
-
-    pg, bt = table_specs(opts)
     changes = []
-    if "postgres" in enabled_sinks(opts):
-        changes += ensure_tables(opts.postgres_dsn, pg)
-    if "bigtable" in enabled_sinks(opts):
-        changes += ensure_bigtable_tables(opts.bigtable_project, opts.bigtable_instance, [bt])
+    for target in sink_targets(opts).values():
+        if target.store in enabled_sinks(opts):
+            changes += target.ensure()
     if "kafka" in enabled_sinks(opts):
         from retail_backbone.io.kafka import ensure_topics
 
@@ -461,7 +465,8 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
     by_class: Counter = Counter()
     by_stage: Counter = Counter()
     for (namespace, name), value in counters.items():
-        if namespace == "dead_letters":
+        # (``files_written`` counts what the file sink wrote, not another dead letter.)
+        if namespace == "dead_letters" and name != "files_written":
             if "." in name:
                 by_class[name.split(".", 1)[1]] += value
             else:
@@ -477,7 +482,14 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
         if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
             sinks[label] = {
                 k: get(PIPELINE, f"{label}.{k}")
-                for k in ("written", "skipped_stale", "failed", "dead_lettered")
+                for k in (
+                    "written",
+                    "skipped_stale",
+                    "failed",
+                    "dead_lettered",
+                    "retries",
+                    "breaker_opened",
+                )
             }
     # Accounting: every event read is kept once, dropped as a duplicate, or dead-lettered at the
     # read (undecodable, invalid); late data and sink failures are dead letters of later stages.

@@ -509,7 +509,10 @@ def dlq() -> None:
     """Dead letters: inspect and replay what pipelines could not process."""
 
 
-@dlq.command("replay")
+@dlq.command(
+    "replay",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.option("--pipeline", required=True, help="Pipeline whose dead letters to replay.")
 @click.option(
     "--source",
@@ -538,6 +541,7 @@ def dlq() -> None:
     help="Where the replay job runs.",
 )
 @_JSON
+@click.argument("store_args", nargs=-1, type=click.UNPROCESSED)
 def dlq_replay(
     pipeline: str,
     source: str,
@@ -550,26 +554,48 @@ def dlq_replay(
     plan_only: bool,
     runner: str,
     as_json: bool,
+    store_args: tuple[str, ...],
 ) -> None:
     """Re-inject dead letters' original payloads where they entered, once each.
+
+    Sink dead letters (rows a sink step could not write) are written again into that step's
+    table. Extra arguments go to the replay job: give the failed run's store options, e.g.
+    --table_suffix=_blue or --postgres_dsn=env:PG_DSN (the local stack's are the defaults).
 
     \b
     Example:
       backbone dlq replay --pipeline inventory --error-class sink_unavailable --since 2026-11-27
     """
+    import os
+
     from retail_backbone.pipelines import dlq_replay as replay
+    from retail_backbone.pipelines.launch import local_plan
+    from retail_backbone.pipelines.registry import PIPELINES
     from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
     from retail_backbone.stack import Stack, StackConfig
+    from retail_backbone.stack.components import ALL_COMPONENTS
     from retail_backbone.stack.components.base import StackError
 
     cfg = StackConfig.load()
+    stores: list[str] = []
+    extra = list(store_args)
+    if pipeline in PIPELINES:
+        # The sinks' stores, with the stack's connections unless given (for sink dead letters).
+        spec = PIPELINES[pipeline]
+        known = {c.name for c in ALL_COMPONENTS}
+        stores = [s for s in spec.sinks() if s in known]
+        plan = local_plan(spec, extra, cfg)
+        for name, value in plan.env.items():
+            os.environ.setdefault(name, value)
+        extra = plan.argv
     try:
-        Stack(cfg).up(["kafka", "registry", *RUNNER_COMPONENTS[runner]])
+        Stack(cfg).up(["kafka", "registry", *stores, *RUNNER_COMPONENTS[runner]])
     except StackError as exc:
         _echo_err(f"dlq replay failed: {exc}")
         sys.exit(1)
     argv = [
         *runner_args(runner, cfg),
+        *extra,
         f"--pipeline={pipeline}",
         f"--source={source}",
         f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}",
