@@ -59,7 +59,7 @@ def contracts() -> dict[str, Contract]:
     """Every event subject in ``schemas/`` (not the envelope), keyed by event type."""
     out = {}
     for subject in load_catalog():
-        if subject.topic is None:  # the envelope: embedded everywhere, no topic of its own
+        if not subject.is_event:  # the envelope, dead letters, records pipelines derive
             continue
         out[subject.folder] = Contract(
             event_type=subject.folder,

@@ -423,34 +423,15 @@ def _ensure_registered(client, subject: str, contract: Contract, progress: IO[st
 
 
 def _ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from retail_backbone.io.kafka import KafkaUnavailable, ensure_topics
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        existing = set(admin.list_topics(timeout=15).topics)
-    except KafkaException as exc:
-        raise KafkaSinkError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    missing = [t for t in topics if t not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [
-            # Records carry their event time as the Kafka timestamp (so a source can derive
-            # watermarks from it); without infinite retention, a backfill of past days would be
-            # deleted by the broker as soon as it lands.
-            NewTopic(
-                t, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"}
-            )
-            for t in missing
-        ]
-    )
-    for topic, future in futures.items():
-        try:
-            future.result(30)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise KafkaSinkError(f"creating topic {topic} failed: {exc}") from exc
+        # Records carry their event time as the Kafka timestamp (so a source can derive
+        # watermarks from it); without infinite retention, a backfill of past days would be
+        # deleted by the broker as soon as it lands.
+        ensure_topics(bootstrap, topics, partitions, config={"retention.ms": "-1"})
+    except KafkaUnavailable as exc:
+        raise KafkaSinkError(str(exc)) from exc
 
 
 def produce_to_kafka(

@@ -24,6 +24,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -32,9 +33,23 @@ from apache_beam.metrics import Metrics
 from retail_backbone.io.dead_letters import DeadLetter, dlq_topic
 from retail_backbone.io.kafka_sink import KafkaMessage, WriteToKafkaEvents
 
-__all__ = ["DEAD_LETTER_SUBJECT", "WriteDeadLetters", "dead_letter_key"]
+__all__ = [
+    "DEAD_LETTER_SUBJECT",
+    "WriteDeadLetters",
+    "dead_letter_key",
+    "latest_dead_letter_schema",
+]
 
 DEAD_LETTER_SUBJECT = "retail.common.DeadLetter"
+
+
+def latest_dead_letter_schema(schemas_dir: Path) -> str:
+    """The newest ``schemas/dead_letter/vN.avsc`` (the writer schema of the DLQ topics)."""
+    versions = sorted(
+        (p for p in (schemas_dir / "dead_letter").glob("v*.avsc") if p.stem[1:].isdigit()),
+        key=lambda p: int(p.stem[1:]),
+    )
+    return versions[-1].read_text()
 
 
 def dead_letter_key(letter: DeadLetter) -> str:
@@ -78,7 +93,7 @@ class _EncodeDeadLetterFn(beam.DoFn):
         from retail_backbone.schemas.serde import AvroSerializer, RegistryClient
 
         self._client = RegistryClient(self._registry_url)
-        schema = (SCHEMAS_DIR / "dead_letter" / "v1.avsc").read_text()
+        schema = latest_dead_letter_schema(SCHEMAS_DIR)
         self._serializer = AvroSerializer(self._client, DEAD_LETTER_SUBJECT, schema)
 
     def process(self, letter: DeadLetter) -> Iterator[KafkaMessage]:

@@ -2,7 +2,9 @@
 
 Every fallible step sends failures here instead of raising or dropping them, so a run can account
 for its input (in = out + dead letters). One record type for every stage of every pipeline; its
-Avro contract is ``schemas/dead_letter/v1.avsc`` (subject ``retail.common.DeadLetter``).
+Avro contract is ``schemas/dead_letter/`` (latest version; subject ``retail.common.DeadLetter``).
+Rows a sink could not write have origin ``SINK`` (``Origin.for_sink("postgres:stock_levels")``):
+their payload is the row as JSON, and ``backbone dlq replay`` writes it into that sink again.
 
 Example::
 
@@ -48,13 +50,15 @@ def dlq_topic(pipeline: str) -> str:
 class Origin(NamedTuple):
     """Where a payload entered the backbone."""
 
-    kind: str  # KAFKA | FILE | CDC | INTERNAL
+    kind: str  # KAFKA | FILE | CDC | INTERNAL | SINK
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
     file: str | None = None
     line: int | None = None
     lsn: str | None = None
+    #: ``SINK``: ``<store>:<table>`` the row was being written to (``SinkTarget.address``).
+    sink: str | None = None
 
     @classmethod
     def kafka(cls, topic: str, partition: int, offset: int) -> Origin:
@@ -64,6 +68,11 @@ class Origin(NamedTuple):
     def file_line(cls, path: str, line: int) -> Origin:
         return cls("FILE", file=path, line=line)
 
+    @classmethod
+    def for_sink(cls, address: str) -> Origin:
+        """A row that the sink ``address`` (``<store>:<table>``) could not write."""
+        return cls("SINK", sink=address)
+
     def __str__(self) -> str:
         if self.kind == "KAFKA":
             return f"{self.topic}/{self.partition}/{self.offset}"
@@ -71,6 +80,8 @@ class Origin(NamedTuple):
             return f"{self.file}:{self.line}"
         if self.kind == "CDC":
             return f"lsn {self.lsn}"
+        if self.kind == "SINK":
+            return f"sink {self.sink}"
         return "internal"
 
 
@@ -102,6 +113,7 @@ class DeadLetter(NamedTuple):
             "file": o.file,
             "line": o.line,
             "lsn": o.lsn,
+            "sink": o.sink,
             "pipeline": self.pipeline,
             "stage": self.stage,
             "error_class": self.error_class,
@@ -132,6 +144,7 @@ class DeadLetter(NamedTuple):
                 record.get("file"),
                 record.get("line"),
                 record.get("lsn"),
+                record.get("sink"),
             ),
             pipeline=record["pipeline"],
             stage=record["stage"],

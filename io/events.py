@@ -375,7 +375,7 @@ def _schema_for_event_type(event_type: str) -> str | None:
     from retail_backbone.schemas.catalog import load_catalog
 
     for subject in load_catalog():
-        if subject.folder == event_type and subject.topic is not None:
+        if subject.folder == event_type and subject.is_event:
             return subject.texts[-1]
     return None
 

@@ -26,6 +26,7 @@ __all__ = [
     "KafkaUnavailable",
     "OffsetRange",
     "ReadKafkaOffsetRanges",
+    "ensure_topics",
     "snapshot_offset_ranges",
 ]
 
@@ -92,6 +93,47 @@ class OffsetRange(NamedTuple):
 
 class KafkaUnavailable(Exception):
     """The broker cannot be reached or the topic does not exist."""
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: list[str],
+    partitions: int = 3,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet (at launch, never per element).
+
+    Returns:
+        The topics created.
+
+    Raises:
+        KafkaUnavailable: the broker does not answer, or a topic cannot be created.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(t, num_partitions=partitions, replication_factor=1, config=config or {})
+            for t in missing
+        ]
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise KafkaUnavailable(f"creating topic {topic} failed: {exc}") from exc
+    return missing
 
 
 def snapshot_offset_ranges(bootstrap: str, topic: str, timeout: float = 10.0) -> list[OffsetRange]:

@@ -20,10 +20,25 @@ What it does, as a batch pipeline:
    around them, so replaying a replayed record never nests), with the attempt count and first
    failure time in Kafka headers; a new failure of the same payload then becomes a dead letter
    with ``attempt + 1``. File-origin JSON lines are written next to their source file as
-   ``replay-<run>.jsonl`` for the next backfill of that day.
+   ``replay-<run>.jsonl`` for the next backfill of that day. Sink dead letters (origin ``SINK``:
+   rows a sink step could not write, e.g. ``sink_unavailable`` while the store was down) are
+   written again, decoded into the table's row type, through the same versioned writer of the
+   step named by their ``stage`` (see "Sink dead letters" below).
 
 An event that already succeeded is not applied twice: sinks are idempotent (last writer wins by
 version) and ``DeduplicateEvents`` drops an event id seen within its TTL.
+
+Sink dead letters: each registered pipeline module declares ``sink_targets(opts) -> {step label:
+SinkTarget}`` (``pipelines/registry.py``); the replay builds it from its own options, so give the
+same ``--postgres_dsn``, ``--bigtable_project``/``--bigtable_instance``, ``--table_suffix``
+(and, for personalization, ``--neo4j_*``) as the run that failed. A letter whose recorded sink
+(``<store>:<table>``) is not its step's target under these options is parked
+(``sink_target_mismatch``), never written elsewhere. Writes go through the sink contract
+(``--sink_*`` batching, retries, breaker; counters ``dlq_replay:<step>.written`` etc.): a newer
+row already stored wins, so replaying is always safe. A row that fails again becomes a new dead
+letter of the same stage with ``attempt + 1`` (to ``dlq.<pipeline>`` with ``--source=kafka``, to
+``--files_dir`` with ``--source=files``) and is parked once it reaches ``--max_attempts``. Older
+sink letters (origin ``INTERNAL`` with a sink step's stage) are replayed the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -39,13 +54,28 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from retail_backbone.io.dead_letter_sinks import dead_letter_key
-from retail_backbone.io.dead_letters import DeadLetter, dlq_topic
+from retail_backbone.io.dead_letter_sinks import WriteDeadLetters, dead_letter_key
+from retail_backbone.io.dead_letters import DeadLetter, Origin, dead_letter, dlq_topic
 from retail_backbone.io.kafka import ATTEMPT_HEADER, FIRST_SEEN_HEADER
 from retail_backbone.io.kafka_sink import KafkaMessage, WriteToKafkaEvents
+from retail_backbone.io.sinks.base import (
+    BatchGuard,
+    SinkCounters,
+    SinkPolicy,
+    SinkTarget,
+)
 from retail_backbone.pipelines.connections import ConnectionOptions
+from retail_backbone.pipelines.job_options import sink_policy
 
-__all__ = ["ReplayOptions", "ReplaySummary", "build_pipeline", "run"]
+__all__ = [
+    "ReplayOptions",
+    "ReplaySummary",
+    "build_pipeline",
+    "ledger_key",
+    "route",
+    "run",
+    "sink_targets_of",
+]
 
 NAMESPACE = "dlq_replay"
 
@@ -129,18 +159,64 @@ class ReplayFilter(NamedTuple):
         return not self.error_classes or letter.error_class in self.error_classes
 
 
+#: Origins whose letters may be rows of a sink step (``INTERNAL``: written before ``SINK``).
+_SINK_ORIGINS = ("SINK", "INTERNAL")
+
+
 def ledger_key(letter: DeadLetter) -> str:
-    """Identity of one failure: the same payload failing again later is a new attempt."""
-    return f"{dead_letter_key(letter)}#{letter.attempt}"
+    """Identity of one failure: the same payload failing again later is a new attempt.
+
+    Sink letters are prefixed with their stage: two sinks of one pipeline may write tables of
+    the same name (Postgres and Bigtable ``stock_levels``), so the record id alone is ambiguous.
+    """
+    key = f"{dead_letter_key(letter)}#{letter.attempt}"
+    return f"{letter.stage}/{key}" if letter.origin.kind in _SINK_ORIGINS else key
+
+
+def route(letter: DeadLetter, targets: Mapping[str, SinkTarget]) -> str:
+    """Where a letter is replayed: ``kafka``, ``file``, ``sink``; else why not.
+
+    ``sink_target_mismatch``: a sink letter whose recorded ``<store>:<table>`` differs from its
+    stage's target under the replay's options (another ``--table_suffix``, say).
+    ``unreplayable``: nowhere to send it (no topic, file, or sink step of that stage).
+    """
+    origin = letter.origin
+    if origin.kind == "KAFKA" and origin.topic:
+        return "kafka"
+    if origin.kind == "FILE" and origin.file and letter.payload:
+        return "file"
+    if origin.kind in _SINK_ORIGINS and letter.payload and letter.stage in targets:
+        if origin.kind == "SINK" and origin.sink != targets[letter.stage].address:
+            return "sink_target_mismatch"
+        return "sink"
+    return "unreplayable"
+
+
+def sink_targets_of(pipeline: str, opts: PipelineOptions) -> dict[str, SinkTarget]:
+    """The registered pipeline's ``sink_targets(opts)``; empty for unregistered pipelines."""
+    from retail_backbone.pipelines.registry import PIPELINES
+
+    spec = PIPELINES.get(pipeline)
+    if spec is None:
+        return {}
+    declare = getattr(spec.load(), "sink_targets", None)
+    return dict(declare(opts)) if declare is not None else {}
 
 
 class _ClassifyFn(beam.DoFn):
     """Filter, then route each dead letter to replay, park, skip or unreplayable."""
 
-    def __init__(self, flt: ReplayFilter, max_attempts: int, already: frozenset[str]) -> None:
+    def __init__(
+        self,
+        flt: ReplayFilter,
+        max_attempts: int,
+        already: frozenset[str],
+        targets: Mapping[str, SinkTarget] | None = None,
+    ) -> None:
         self._flt = flt
         self._max = max_attempts
         self._already = already
+        self._targets = dict(targets or {})
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
             for name in (
@@ -149,7 +225,9 @@ class _ClassifyFn(beam.DoFn):
                 "already_replayed",
                 "parked",
                 "unreplayable",
+                "sink_target_mismatch",
                 "replayed",
+                "replayed_to_sink",
             )
         }
 
@@ -165,14 +243,89 @@ class _ClassifyFn(beam.DoFn):
             self._counters["parked"].inc()
             yield beam.pvalue.TaggedOutput("park", letter)
             return
-        if (letter.origin.kind == "KAFKA" and letter.origin.topic) or (
-            letter.origin.kind == "FILE" and letter.origin.file and letter.payload
-        ):
+        where = route(letter, self._targets)
+        if where in ("kafka", "file"):
             self._counters["replayed"].inc()
             yield letter
+        elif where == "sink":
+            self._counters["replayed"].inc()
+            self._counters["replayed_to_sink"].inc()
+            yield beam.pvalue.TaggedOutput("sink", letter)
         else:
             self._counters["unreplayable"].inc()
+            if where == "sink_target_mismatch":
+                self._counters["sink_target_mismatch"].inc()
             yield beam.pvalue.TaggedOutput("park", letter)
+
+
+class _ReplaySinkFn(beam.DoFn):
+    """Write one stage's sink letters again through its target's versioned writer.
+
+    Input: ``(stage, letters)``. Output: the ledger key of every letter handled (written,
+    stale, or failed again); tagged ``failed``: a new dead letter (``attempt + 1``) per row
+    not written; tagged ``park``: letters whose payload is not a row of the target.
+    """
+
+    def __init__(self, targets: Mapping[str, SinkTarget], policy: SinkPolicy) -> None:
+        self._targets = dict(targets)
+        self._policy = policy
+        self._undecodable = Metrics.counter(NAMESPACE, "undecodable")
+
+    def setup(self) -> None:
+        self._guards: dict[str, BatchGuard] = {}
+
+    def _guard(self, stage: str) -> BatchGuard:
+        # Opened on first use: a replay touches only the stores its letters came from.
+        if stage not in self._guards:
+            writer = self._targets[stage].writer(self._policy)
+            writer.open()
+            self._guards[stage] = BatchGuard(writer, self._policy, SinkCounters(NAMESPACE, stage))
+        return self._guards[stage]
+
+    def process(self, item: tuple[str, Iterable[DeadLetter]]) -> Iterator[Any]:
+        stage, letters = item
+        batch: list[DeadLetter] = []
+        for letter in letters:
+            batch.append(letter)
+            if len(batch) >= self._policy.batch_size:
+                yield from self._write(stage, batch)
+                batch = []
+        if batch:
+            yield from self._write(stage, batch)
+
+    def _write(self, stage: str, letters: list[DeadLetter]) -> Iterator[Any]:
+        target = self._targets[stage]
+        rows, kept = [], []
+        for letter in letters:
+            try:
+                rows.append(target.decode(letter.payload))
+            except Exception:  # not a row of this table: nothing a retry could fix
+                self._undecodable.inc()
+                yield beam.pvalue.TaggedOutput("park", letter)
+                continue
+            kept.append(letter)
+        rejected = {r.position: r for r in self._guard(stage).write(rows)}
+        for position, letter in enumerate(kept):
+            yield ledger_key(letter)
+            if position in rejected:
+                r = rejected[position]
+                again = dead_letter(
+                    letter.payload,
+                    Origin.for_sink(target.address),
+                    letter.pipeline,
+                    stage,
+                    r.error if r.error is not None else r.message,
+                    error_class=r.error_class,
+                    event_id=letter.event_id,
+                    event_time_ms=letter.event_time_ms,
+                    attempt=letter.attempt + 1,
+                    first_seen_ms=letter.first_seen_ms,
+                )
+                yield beam.pvalue.TaggedOutput("failed", again._replace(message=r.message))
+
+    def teardown(self) -> None:
+        for guard in getattr(self, "_guards", {}).values():
+            guard.writer.close()
 
 
 class _ReinjectKafkaFn(beam.DoFn):
@@ -318,9 +471,10 @@ def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str
         | "OnePerKey" >> beam.CombinePerKey(lambda ds: min(ds, key=lambda d: d.last_seen_ms))
         | "DropKeys" >> beam.Values()
     )
+    targets = sink_targets_of(opts.pipeline, opts)
     routed = unique | "Classify" >> beam.ParDo(
-        _ClassifyFn(flt, opts.max_attempts, already)
-    ).with_outputs("park", main="replay")
+        _ClassifyFn(flt, opts.max_attempts, already, targets)
+    ).with_outputs("park", "sink", main="replay")
     if opts.plan_only:
         return
     kafka_letters = routed.replay | "KafkaOrigin" >> beam.Filter(lambda d: d.origin.kind == "KAFKA")
@@ -334,15 +488,33 @@ def build_pipeline(p: beam.Pipeline, opts: ReplayOptions, already: frozenset[str
         | "GroupByFolder" >> beam.GroupByKey()
         | "ReinjectFiles" >> beam.ParDo(_ReinjectFileFn(conn.run_id))
     )
+    sink_results = (
+        routed.sink
+        | "ByStage" >> beam.Map(lambda d: (d.stage, d))
+        | "GroupByStage" >> beam.GroupByKey()
+        | "RewriteSinkRows"
+        >> beam.ParDo(_ReplaySinkFn(targets, sink_policy(opts))).with_outputs(
+            "failed", "park", main="done"
+        )
+    )
+    # Rows that failed again are new dead letters (attempt + 1) where the letters were read.
+    from_kafka = opts.source == "kafka"
+    sink_results.failed | "WriteFailedAgain" >> WriteDeadLetters(
+        opts.pipeline,
+        bootstrap=conn.bootstrap_servers if from_kafka else None,
+        registry_url=conn.registry_url if from_kafka else None,
+        files_dir=None if from_kafka else opts.files_dir,
+    )
     (
-        (done_kafka, done_files)
+        (done_kafka, done_files, sink_results.done)
         | "Replayed" >> beam.Flatten()
         | "LedgerMessages"
         >> beam.Map(lambda key: KafkaMessage(replayed_topic(opts.pipeline), key.encode(), b""))
         | "WriteLedger" >> WriteToKafkaEvents(conn.bootstrap_servers, NAMESPACE)
     )
     (
-        routed.park
+        (routed.park, sink_results.park)
+        | "AllParked" >> beam.Flatten()
         | "ParkMessages"
         >> beam.Map(
             lambda d: KafkaMessage(

@@ -43,7 +43,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
 from retail_backbone.pipelines.connections import ConnectionOptions
-from retail_backbone.pipelines.job_options import JobOptions, params_of
+from retail_backbone.pipelines.job_options import JobOptions, params_of, sink_policy
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
 from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
 
@@ -53,7 +53,9 @@ __all__ = [
     "InventoryOptions",
     "InventoryOutputs",
     "build_pipeline",
+    "enabled_sinks",
     "run",
+    "sink_targets",
     "to_demand_forecast_row",
     "to_stock_alert_row",
     "to_stock_level_row",
@@ -68,7 +70,10 @@ TOPICS = (
     "retail.order_cancelled",
     "retail.return_processed",
 )
-SINKS = ("postgres", "bigtable")
+SINKS = ("postgres", "bigtable", "kafka")
+#: Sinks written when --sinks is not given: a backfill does not re-announce history's alerts.
+DEFAULT_SINKS = {"batch": ("postgres", "bigtable"), "streaming": SINKS}
+ALERTS_TOPIC = "inventory.alerts"
 _DAY_MS = 86_400_000
 
 # Pinned like the transforms' rows: FastPrimitivesCoder encodes these named tuples field by field
@@ -154,6 +159,19 @@ def to_stock_alert_row(alert: StockAlert) -> StockAlertRow:
     )
 
 
+def to_alert_record(row: StockAlertRow) -> dict[str, Any]:
+    """A stock alert as a ``inventory.alerts`` record (schemas/inventory_alert)."""
+    return {
+        "alert_id": row.alert_id,
+        "sku": row.sku,
+        "location": row.location,
+        "kind": row.kind,
+        "available": row.available,
+        "reorder_point": float(row.reorder_point),
+        "event_time": row.version,
+    }
+
+
 def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
     return DemandForecastRow(
         sku=forecast.sku,
@@ -171,9 +189,10 @@ def to_demand_forecast_row(forecast: DemandForecast) -> DemandForecastRow:
 # -- options checks beyond single values -------------------------------------------------------
 
 
-def _sinks(opts: InventoryOptions) -> tuple[str, ...]:
+def enabled_sinks(opts: InventoryOptions) -> tuple[str, ...]:
+    """The sinks this run writes: ``--sinks``, or the mode's defaults."""
     if not opts.sinks:
-        return SINKS
+        return DEFAULT_SINKS[opts.mode]
     return tuple(dict.fromkeys(s.strip() for s in opts.sinks.split(",") if s.strip()))
 
 
@@ -187,14 +206,14 @@ def check_options(opts: InventoryOptions) -> None:
     """Every launch-time check of the options; raises ``InvalidParams`` listing all problems."""
     validate_params(opts, params_of(InventoryOptions))
     problems = []
-    unknown = [s for s in _sinks(opts) if s not in SINKS]
+    unknown = [s for s in enabled_sinks(opts) if s not in SINKS]
     if unknown:
         problems.append(f"--sinks: unknown {unknown}; this pipeline writes {list(SINKS)}")
     if opts.mode == "batch" and not opts.input:
         problems.append("--input is required in batch mode: the root folder of the event files")
     if opts.mode == "streaming" and not _topics(opts):
         problems.append("--topics is empty: give at least one Kafka topic")
-    if "postgres" in _sinks(opts) and not opts.postgres_dsn:
+    if "postgres" in enabled_sinks(opts) and not opts.postgres_dsn:
         problems.append(
             "--postgres_dsn is required with the postgres sink (a libpq string or "
             "env:VAR), or leave postgres out of --sinks"
@@ -213,6 +232,10 @@ def check_options(opts: InventoryOptions) -> None:
         problems.append("give --stop_at_end or --stop_when_idle_seconds, not both")
     if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
         problems.append("--start_date must be before --end_date")
+    try:
+        sink_policy(opts)
+    except ValueError as exc:
+        problems.append(f"--sink_*: {exc}")
     if problems:
         raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
 
@@ -226,6 +249,28 @@ def table_specs(opts: InventoryOptions) -> tuple[tuple, Any]:
     pg = tuple(spec.renamed(spec.name + suffix) for spec in INVENTORY_TABLES)
     bt = STOCK_LEVELS_BIGTABLE.renamed(STOCK_LEVELS_BIGTABLE.name + suffix)
     return pg, bt
+
+
+def sink_targets(opts: PipelineOptions) -> dict[str, Any]:
+    """Every sink step of the job, by step label: where it writes (``SinkTarget``).
+
+    The one place that says which step writes which table: ``build_pipeline`` applies these
+    (those whose ``store`` is in ``--sinks``) and ``backbone dlq replay`` writes a sink dead
+    letter back through the target of its ``stage``. Honours ``--table_suffix``.
+    """
+    from retail_backbone.io.sinks.bigtable import BigtableTarget
+    from retail_backbone.io.sinks.postgres import PostgresTarget
+
+    opts = opts.view_as(InventoryOptions)
+    (pg_levels, pg_alerts, pg_forecast), bt_levels = table_specs(opts)
+    return {
+        "WriteStockLevels": PostgresTarget(opts.postgres_dsn, pg_levels),
+        "WriteStockAlerts": PostgresTarget(opts.postgres_dsn, pg_alerts),
+        "WriteDemandForecast": PostgresTarget(opts.postgres_dsn, pg_forecast),
+        "ServeStockLevels": BigtableTarget(
+            opts.bigtable_project, opts.bigtable_instance, bt_levels
+        ),
+    }
 
 
 # -- the pipeline ------------------------------------------------------------------------------
@@ -272,8 +317,6 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
         ``DemandForecastRow``) and every dead letter, merged.
     """
     from retail_backbone.io.dead_letter_sinks import WriteDeadLetters
-    from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
-    from retail_backbone.io.sinks.postgres import WriteToPostgresVersioned
     from retail_backbone.transforms.dedup import DeduplicateEvents
     from retail_backbone.transforms.inventory import (
         DetectStockouts,
@@ -322,35 +365,21 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
     ).with_output_types(DemandForecastRow)
 
     dead = [read_dead, ledger.dead_letters, demand.dead_letters, stockouts.dead_letters]
-    sink_dead = []
-    sinks = _sinks(opts)
-    pg_levels, pg_alerts, pg_forecast = table_specs(opts)[0]
-    bt_levels = table_specs(opts)[1]
-    if "postgres" in sinks:
-        for label, rows, spec in (
-            ("WriteStockLevels", levels, pg_levels),
-            ("WriteStockAlerts", alerts, pg_alerts),
-            ("WriteDemandForecast", forecasts, pg_forecast),
-        ):
-            sink_dead.append(
-                rows
-                | label
-                >> WriteToPostgresVersioned(
-                    opts.postgres_dsn, spec, pipeline=PIPELINE, create_tables=False
-                )
-            )
-    if "bigtable" in sinks:
-        sink_dead.append(
-            levels
-            | "ServeStockLevels"
-            >> WriteToBigtableVersioned(
-                opts.bigtable_project,
-                opts.bigtable_instance,
-                bt_levels,
-                pipeline=PIPELINE,
-                create_tables=False,
-            )
-        )
+    sinks = enabled_sinks(opts)
+    policy = sink_policy(opts)
+    rows_of = {
+        "WriteStockLevels": levels,
+        "WriteStockAlerts": alerts,
+        "WriteDemandForecast": forecasts,
+        "ServeStockLevels": levels,
+    }
+    sink_dead = [
+        rows_of[label] | label >> target.transform(PIPELINE, policy)
+        for label, target in sink_targets(opts).items()
+        if target.store in sinks
+    ]
+    if "kafka" in sinks:
+        sink_dead.append(_publish_alerts(alerts, opts))
     if windowing.streaming:
         # Sink outputs keep their input's triggers; dead letters leave in the plain global window.
         sink_dead = [
@@ -370,20 +399,52 @@ def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs
     )
 
 
+def alerts_topic(opts: InventoryOptions) -> str:
+    """``inventory.alerts``, with ``--table_suffix`` (per-test or blue/green outputs)."""
+    return ALERTS_TOPIC + (opts.table_suffix or "")
+
+
+def _publish_alerts(alerts: beam.PCollection, opts: InventoryOptions) -> beam.PCollection:
+    """Alerts to ``inventory.alerts`` (Avro, keyed ``sku#location``); failures as dead letters.
+
+    The alert id is deterministic, so consumers drop the copies a replay publishes again.
+    """
+    from retail_backbone.io.kafka_sink import EncodeAvroMessages, WriteToKafkaEvents
+    from retail_backbone.schemas.catalog import SCHEMAS_DIR, subject_for_topic
+
+    schema = (SCHEMAS_DIR / "inventory_alert" / "v1.avsc").read_text()
+    return (
+        alerts
+        | "ToAlertRecords" >> beam.Map(to_alert_record)
+        | "EncodeAlerts"
+        >> EncodeAvroMessages(
+            opts.registry_url,
+            alerts_topic(opts),
+            subject_for_topic(alerts_topic(opts)),
+            schema,
+            key_fn=lambda r: f"{r['sku']}#{r['location']}",
+            event_id_fn=lambda r: r["alert_id"],
+        )
+        | "PublishAlerts" >> WriteToKafkaEvents(opts.bootstrap_servers, pipeline=PIPELINE)
+    )
+
+
 # -- launch ------------------------------------------------------------------------------------
 
 
 def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
     """Create the enabled sinks' tables if missing (at launch); returns what was done."""
-    from retail_backbone.io.sinks.bigtable import ensure_bigtable_tables
-    from retail_backbone.io.sinks.postgres import ensure_tables
-
-    pg, bt = table_specs(opts)
     changes = []
-    if "postgres" in _sinks(opts):
-        changes += ensure_tables(opts.postgres_dsn, pg)
-    if "bigtable" in _sinks(opts):
-        changes += ensure_bigtable_tables(opts.bigtable_project, opts.bigtable_instance, [bt])
+    for target in sink_targets(opts).values():
+        if target.store in enabled_sinks(opts):
+            changes += target.ensure()
+    if "kafka" in enabled_sinks(opts):
+        from retail_backbone.io.kafka import ensure_topics
+
+        changes += [
+            f"created topic {t}"
+            for t in ensure_topics(opts.bootstrap_servers, [alerts_topic(opts)])
+        ]
     return changes
 
 
@@ -404,7 +465,8 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
     by_class: Counter = Counter()
     by_stage: Counter = Counter()
     for (namespace, name), value in counters.items():
-        if namespace == "dead_letters":
+        # (``files_written`` counts what the file sink wrote, not another dead letter.)
+        if namespace == "dead_letters" and name != "files_written":
             if "." in name:
                 by_class[name.split(".", 1)[1]] += value
             else:
@@ -415,11 +477,19 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
         "WriteStockAlerts",
         "WriteDemandForecast",
         "ServeStockLevels",
+        "PublishAlerts",
     ):
         if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
             sinks[label] = {
                 k: get(PIPELINE, f"{label}.{k}")
-                for k in ("written", "skipped_stale", "failed", "dead_lettered")
+                for k in (
+                    "written",
+                    "skipped_stale",
+                    "failed",
+                    "dead_lettered",
+                    "retries",
+                    "breaker_opened",
+                )
             }
     # Accounting: every event read is kept once, dropped as a duplicate, or dead-lettered at the
     # read (undecodable, invalid); late data and sink failures are dead letters of later stages.

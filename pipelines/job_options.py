@@ -14,11 +14,16 @@ for templates and documentation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from retail_backbone.pipelines.params import Param, add_params
 
-__all__ = ["JobOptions", "params_of"]
+if TYPE_CHECKING:
+    from retail_backbone.io.sinks.base import SinkPolicy
+
+__all__ = ["JobOptions", "params_of", "sink_policy"]
 
 _DATE = r"\d{4}-\d{2}-\d{2}"
 
@@ -75,9 +80,36 @@ class JobOptions(PipelineOptions):
         ),
         Param(
             "table_suffix",
-            "Appended to every table name, e.g. _blue for blue/green loads or per-test tables "
+            "Appended to every output's name (tables, and topics the job writes such as "
+            "inventory.alerts), e.g. _blue for blue/green loads or per-test outputs "
             "(lower-case letters, digits, underscores). Default: none.",
             regex=r"[a-z0-9_]+",
+        ),
+        Param(
+            "sink_batch_size",
+            "Rows per write of every sink (a bundle's remainder is written at its end).",
+            type=int,
+            default=500,
+        ),
+        Param(
+            "sink_max_attempts",
+            "Attempts per batch on transient store errors, with exponential backoff (1 = no "
+            "retry); then the rows go to the dead letters as sink_unavailable.",
+            type=int,
+            default=4,
+        ),
+        Param(
+            "sink_breaker_threshold",
+            "Consecutive failed batches (after their retries) that open a sink's circuit "
+            "breaker: rows then go straight to the dead letters as sink_unavailable.",
+            type=int,
+            default=3,
+        ),
+        Param(
+            "sink_breaker_reset_seconds",
+            "How long an open breaker waits before one probe batch is tried, in seconds.",
+            type=float,
+            default=30.0,
         ),
         Param(
             "allowed_lateness_seconds",
@@ -118,3 +150,20 @@ def params_of(options_class: type[PipelineOptions]) -> tuple[Param, ...]:
         for param in cls.__dict__.get("PARAMS", ()):
             seen.setdefault(param.name, param)
     return tuple(seen.values())
+
+
+def sink_policy(opts: PipelineOptions) -> SinkPolicy:
+    """The sinks' batching, retry and breaker settings from the ``--sink_*`` options.
+
+    Raises:
+        SinkConfigError: a value out of range (e.g. ``--sink_batch_size=0``).
+    """
+    from retail_backbone.io.sinks.base import SinkPolicy
+
+    job = opts.view_as(JobOptions)
+    return SinkPolicy(
+        batch_size=job.sink_batch_size,
+        max_attempts=job.sink_max_attempts,
+        breaker_threshold=job.sink_breaker_threshold,
+        breaker_reset_s=job.sink_breaker_reset_seconds,
+    )

@@ -55,7 +55,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from retail_backbone.io.sinks.bigtable import BigtableTableSpec
 from retail_backbone.io.sinks.graph import GraphSpec
 from retail_backbone.pipelines.connections import ConnectionOptions
-from retail_backbone.pipelines.job_options import JobOptions, params_of
+from retail_backbone.pipelines.job_options import JobOptions, params_of, sink_policy
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
 from retail_backbone.transforms.personalization.types import (
     CustomerProfile,
@@ -74,6 +74,7 @@ __all__ = [
     "build_pipeline",
     "check_options",
     "run",
+    "sink_targets",
 ]
 
 PIPELINE = "personalization"
@@ -254,6 +255,10 @@ def check_options(opts: PersonalizationOptions) -> None:
         problems.append("--stop_when_idle_seconds must be positive")
     if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
         problems.append("--start_date must be before --end_date")
+    try:
+        sink_policy(opts)
+    except ValueError as exc:
+        problems.append(f"--sink_*: {exc}")
     if problems:
         raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
 
@@ -270,6 +275,30 @@ def table_specs(opts: PersonalizationOptions) -> dict[str, BigtableTableSpec]:
 def graph_spec(opts: PersonalizationOptions) -> GraphSpec:
     """Node labels, with ``--table_suffix`` (``Product_blue``)."""
     return GraphSpec(suffix=opts.table_suffix or "")
+
+
+def sink_targets(opts: PipelineOptions) -> dict[str, Any]:
+    """Every sink step of the job, by step label: where it writes (``SinkTarget``).
+
+    The one place that says which step writes which table or graph: ``build_pipeline`` applies
+    these (those whose ``store`` is in ``--sinks``) and ``backbone dlq replay`` writes a sink
+    dead letter back through the target of its ``stage``. Honours ``--table_suffix``.
+    """
+    from retail_backbone.io.sinks.bigtable import BigtableTarget
+    from retail_backbone.io.sinks.graph import GraphTarget
+
+    opts = opts.view_as(PersonalizationOptions)
+    specs = table_specs(opts)
+    project, instance = opts.bigtable_project, opts.bigtable_instance
+    graph = graph_spec(opts)
+    auth = {"user": opts.neo4j_user, "password": opts.neo4j_password}
+    return {
+        "ServeProfiles": BigtableTarget(project, instance, specs["profiles"]),
+        "ServeRecommendations": BigtableTarget(project, instance, specs["recommendations"]),
+        "ServeRelatedProducts": BigtableTarget(project, instance, specs["related_products"]),
+        "WriteProductNodes": GraphTarget(opts.neo4j_uri, graph, "products", **auth),
+        "WriteProductGraph": GraphTarget(opts.neo4j_uri, graph, "edges", **auth),
+    }
 
 
 def out_of_stock_skus(opts: PersonalizationOptions) -> list[str]:
@@ -398,51 +427,24 @@ def build_pipeline(
     ``check_options`` first.
     """
     from retail_backbone.io.dead_letter_sinks import WriteDeadLetters
-    from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
-    from retail_backbone.io.sinks.graph import WriteToGraphVersioned
     from retail_backbone.transforms.inventory.windowing import unwindow
 
     events, read_dead = _read_events(p, opts)
     t = build_transforms(events, opts, out_of_stock)
     sinks = _sinks(opts)
-    sink_dead = []
-    if "bigtable" in sinks:
-        specs = table_specs(opts)
-        for label, rows, name in (
-            ("ServeProfiles", t["profiles"], "profiles"),
-            ("ServeRecommendations", t["recommendations"], "recommendations"),
-            ("ServeRelatedProducts", t["related"], "related_products"),
-        ):
-            sink_dead.append(
-                rows
-                | label
-                >> WriteToBigtableVersioned(
-                    opts.bigtable_project,
-                    opts.bigtable_instance,
-                    specs[name],
-                    pipeline=PIPELINE,
-                    create_tables=False,
-                )
-            )
-    if "graph" in sinks:
-        spec = graph_spec(opts)
-        for label, rows, kind in (
-            ("WriteProductNodes", t["products"], "products"),
-            ("WriteProductGraph", t["edges"], "edges"),
-        ):
-            sink_dead.append(
-                rows
-                | label
-                >> WriteToGraphVersioned(
-                    opts.neo4j_uri,
-                    spec,
-                    kind=kind,
-                    pipeline=PIPELINE,
-                    user=opts.neo4j_user,
-                    password=opts.neo4j_password,
-                    create_schema=False,
-                )
-            )
+    policy = sink_policy(opts)
+    rows_of = {
+        "ServeProfiles": t["profiles"],
+        "ServeRecommendations": t["recommendations"],
+        "ServeRelatedProducts": t["related"],
+        "WriteProductNodes": t["products"],
+        "WriteProductGraph": t["edges"],
+    }
+    sink_dead = [
+        rows_of[label] | label >> target.transform(PIPELINE, policy)
+        for label, target in sink_targets(opts).items()
+        if target.store in sinks
+    ]
     if t["windowing"].streaming:
         sink_dead = [
             d | f"UnwindowSinkDeadLetters{i}" >> unwindow() for i, d in enumerate(sink_dead)
@@ -513,7 +515,8 @@ def summarize(result: Any, opts: PersonalizationOptions) -> dict[str, Any]:
     by_class: Counter = Counter()
     by_stage: Counter = Counter()
     for (namespace, name), value in counters.items():
-        if namespace == "dead_letters":
+        # (``files_written`` counts what the file sink wrote, not another dead letter.)
+        if namespace == "dead_letters" and name != "files_written":
             if "." in name:
                 by_class[name.split(".", 1)[1]] += value
             else:

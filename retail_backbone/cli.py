@@ -509,7 +509,10 @@ def dlq() -> None:
     """Dead letters: inspect and replay what pipelines could not process."""
 
 
-@dlq.command("replay")
+@dlq.command(
+    "replay",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.option("--pipeline", required=True, help="Pipeline whose dead letters to replay.")
 @click.option(
     "--source",
@@ -538,6 +541,7 @@ def dlq() -> None:
     help="Where the replay job runs.",
 )
 @_JSON
+@click.argument("store_args", nargs=-1, type=click.UNPROCESSED)
 def dlq_replay(
     pipeline: str,
     source: str,
@@ -550,26 +554,48 @@ def dlq_replay(
     plan_only: bool,
     runner: str,
     as_json: bool,
+    store_args: tuple[str, ...],
 ) -> None:
     """Re-inject dead letters' original payloads where they entered, once each.
+
+    Sink dead letters (rows a sink step could not write) are written again into that step's
+    table. Extra arguments go to the replay job: give the failed run's store options, e.g.
+    --table_suffix=_blue or --postgres_dsn=env:PG_DSN (the local stack's are the defaults).
 
     \b
     Example:
       backbone dlq replay --pipeline inventory --error-class sink_unavailable --since 2026-11-27
     """
+    import os
+
     from retail_backbone.pipelines import dlq_replay as replay
+    from retail_backbone.pipelines.launch import local_plan
+    from retail_backbone.pipelines.registry import PIPELINES
     from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
     from retail_backbone.stack import Stack, StackConfig
+    from retail_backbone.stack.components import ALL_COMPONENTS
     from retail_backbone.stack.components.base import StackError
 
     cfg = StackConfig.load()
+    stores: list[str] = []
+    extra = list(store_args)
+    if pipeline in PIPELINES:
+        # The sinks' stores, with the stack's connections unless given (for sink dead letters).
+        spec = PIPELINES[pipeline]
+        known = {c.name for c in ALL_COMPONENTS}
+        stores = [s for s in spec.sinks() if s in known]
+        plan = local_plan(spec, extra, cfg)
+        for name, value in plan.env.items():
+            os.environ.setdefault(name, value)
+        extra = plan.argv
     try:
-        Stack(cfg).up(["kafka", "registry", *RUNNER_COMPONENTS[runner]])
+        Stack(cfg).up(["kafka", "registry", *stores, *RUNNER_COMPONENTS[runner]])
     except StackError as exc:
         _echo_err(f"dlq replay failed: {exc}")
         sys.exit(1)
     argv = [
         *runner_args(runner, cfg),
+        *extra,
         f"--pipeline={pipeline}",
         f"--source={source}",
         f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}",
@@ -691,10 +717,12 @@ def run_job() -> None:
 
 _RUNNER = click.option(
     "--runner",
-    type=click.Choice(["prism", "flink", "direct"]),
-    default="prism",
+    type=click.Choice(["auto", "direct", "flink", "prism"]),
+    default="auto",
     show_default=True,
-    help="prism: Beam's portable local runner; flink: the local Flink cluster; direct: in-process.",
+    help="auto: direct for batch, flink for streaming; direct: in-process; flink: the local "
+    "Flink cluster; prism: Beam's portable local runner (no custom triggers in Beam 2.62, so "
+    "not for streaming jobs).",
 )
 
 
@@ -723,6 +751,7 @@ def _run_stack_job(
     import os
 
     from retail_backbone.io.sinks.base import SinkConfigError
+    from retail_backbone.pipelines.job_options import JobOptions
     from retail_backbone.pipelines.params import InvalidParams
     from retail_backbone.pipelines.runners import RUNNER_COMPONENTS, runner_args
     from retail_backbone.stack import Stack, StackConfig
@@ -731,6 +760,9 @@ def _run_stack_job(
     job = importlib.import_module(f"retail_backbone.pipelines.{name}")
     cfg = StackConfig.load()
     args = list(pipeline_args)
+    if runner == "auto":
+        # Streaming needs processing-time triggers and allowed lateness: Flink runs them here.
+        runner = "flink" if JobOptions(args).mode == "streaming" else "direct"
     common = []
     if not _given(args, "bootstrap_servers"):
         common.append(f"--bootstrap_servers={cfg.host}:{cfg.port('kafka')}")
@@ -744,8 +776,9 @@ def _run_stack_job(
         _echo_err(str(exc))
         sys.exit(2)
     components = store_components(opts)
-    if opts.mode == "streaming" or opts.dead_letters_to_kafka:
+    if opts.mode == "streaming" or opts.dead_letters_to_kafka or "kafka" in components:
         components += ["kafka", "registry"]
+    components = list(dict.fromkeys(components))
     components += RUNNER_COMPONENTS[runner]
     progress = (lambda _line: None) if as_json else (lambda line: _echo_err(f"  {line}"))
     try:
@@ -796,19 +829,21 @@ def _sinks_of(opts: Any, known: tuple[str, ...]) -> list[str]:
 def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) -> None:
     """Run the inventory job: stock levels, alerts and forecasts into Postgres and Bigtable.
 
-    Brings up what the job needs (postgres and/or bigtable per --sinks, kafka and the registry
-    in streaming mode, the runner), fills --postgres_dsn, --bootstrap_servers and
+    Alerts also go to the Kafka topic inventory.alerts (by default in streaming mode). Brings up
+    what the job needs (postgres, bigtable, kafka per --sinks, kafka and the registry in
+    streaming mode, the runner), fills --postgres_dsn, --bootstrap_servers and
     --registry_url from the stack unless given, runs the job and prints its counters. Every other
     argument goes to the pipeline (python -m retail_backbone.pipelines.inventory --help lists
     them).
 
     \b
     Example:
-      backbone run inventory --mode batch --input data/backfill --runner direct
-      backbone run inventory --mode streaming --stop_when_idle_seconds 30
+      backbone run inventory --mode batch --input data/backfill
+      backbone run inventory --mode streaming --stop_at_end      # on Flink
     """
     import os
 
+    from retail_backbone.pipelines import inventory
     from retail_backbone.stack.components.postgres import dsn as pg_dsn
 
     def defaults(cfg: Any, args: list[str]) -> list[str]:
@@ -826,7 +861,8 @@ def run_inventory(runner: str, as_json: bool, pipeline_args: tuple[str, ...]) ->
         as_json,
         pipeline_args,
         defaults=defaults,
-        store_components=lambda opts: _sinks_of(opts, ("postgres", "bigtable")),
+        # The kafka sink (alerts) needs the broker and the registry: _run_stack_job adds both.
+        store_components=lambda opts: list(inventory.enabled_sinks(opts)),
     )
 
 

@@ -44,6 +44,8 @@ TOPIC_PREFIX = "retail."
 ENVELOPE_SUBJECT = "retail.common.Envelope"
 #: Folders that are not event topics: their subjects follow the record name.
 RECORD_NAME_SUBJECTS = {"envelope": ENVELOPE_SUBJECT, "dead_letter": "retail.common.DeadLetter"}
+#: Folders of records the pipelines derive (not touchpoint events): their own topic, no envelope.
+DERIVED_TOPICS = {"inventory_alert": "inventory.alerts"}
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
 
@@ -65,11 +67,18 @@ class Subject:
     def name(self) -> str:
         if self.folder in RECORD_NAME_SUBJECTS:
             return RECORD_NAME_SUBJECTS[self.folder]
-        return subject_for_topic(topic_for_event_type(self.folder))
+        return subject_for_topic(self.topic)
 
     @property
     def topic(self) -> str | None:
-        return None if self.folder in RECORD_NAME_SUBJECTS else topic_for_event_type(self.folder)
+        if self.folder in RECORD_NAME_SUBJECTS:
+            return None
+        return DERIVED_TOPICS.get(self.folder) or topic_for_event_type(self.folder)
+
+    @property
+    def is_event(self) -> bool:
+        """A touchpoint event type (envelope, ``retail.<type>`` topic), not a derived record."""
+        return self.folder not in RECORD_NAME_SUBJECTS and self.folder not in DERIVED_TOPICS
 
     @cached_property
     def texts(self) -> list[str]:

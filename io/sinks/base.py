@@ -26,9 +26,15 @@ contract, the same for every store:
   (failed + not attempted because the breaker was open), ``<step>.retries`` and
   ``<step>.breaker_opened``. For every batch: rows in = written + skipped_stale + dead_lettered.
 * **Dead letters out.** Each ``WriteTo...`` transform returns a PCollection of ``DeadLetter``
-  (payload = the row as JSON bytes, see ``encode_row``; origin ``INTERNAL``; stage = the step
-  label; ``event_id`` = ``<table>/<key>@<version>``) for the pipeline to merge into its
-  dead-letter sink. ``decode_row`` turns a payload back into the row for a replay.
+  (payload = the row as JSON bytes, see ``encode_row``; origin ``SINK`` with
+  ``sink="<store>:<table>"``; stage = the step label; ``event_id`` = ``<table>/<key>@<version>``)
+  for the pipeline to merge into its dead-letter sink. ``decode_row`` turns a payload back into
+  the row for a replay.
+* **Replays.** A ``SinkTarget`` (``PostgresTarget``, ``BigtableTarget``, ``GraphTarget``) names
+  one store table with everything needed to write it again: ``decode`` a payload, make a
+  ``writer``, or the ``transform`` a pipeline applies. Each pipeline module declares
+  ``sink_targets(opts) -> {step label: SinkTarget}``; ``backbone dlq replay`` writes sink dead
+  letters back through the same versioned writer (safe: newest version wins).
 
 A store plugs in by implementing ``BatchWriter`` (open a client, write one batch, classify an
 exception, reset after a transient failure) and wrapping it in ``VersionedWriteFn``.
@@ -94,6 +100,7 @@ __all__ = [
     "SinkConfigError",
     "SinkCounters",
     "SinkPolicy",
+    "SinkTarget",
     "VersionedWriteFn",
     "checked_version",
     "decode_row",
@@ -288,6 +295,8 @@ class BatchWriter(abc.ABC):
 
     #: ``True``: first writer wins (``ON CONFLICT DO NOTHING``); ``False``: newest version wins.
     insert_if_absent: bool = False
+    #: The kind of store (``postgres``, ``bigtable``, ``graph``), for dead letters' origin.
+    store: str = "store"
 
     @property
     @abc.abstractmethod
@@ -325,6 +334,42 @@ class BatchWriter(abc.ABC):
     def record_id(self, row: Any) -> str:
         """``<table>/<key parts joined by #>@<version>``: the dead letter's event id."""
         return f"{self.target}/{'#'.join(map(str, self.key(row)))}@{self.version(row)}"
+
+
+class SinkTarget(abc.ABC):
+    """One table of one store, with what a replay needs to write its rows again.
+
+    Picklable (connection strings may be ``env:VAR`` references, resolved on the workers).
+    ``address`` (``<store>:<table>``) is what sink dead letters carry in ``Origin.sink``.
+    """
+
+    #: ``postgres``, ``bigtable`` or ``graph``: also the pipelines' ``--sinks`` names.
+    store: str = "store"
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The written table (``BatchWriter.target``), never a secret."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.store}:{self.name}"
+
+    @abc.abstractmethod
+    def decode(self, payload: bytes) -> Any:
+        """A dead letter's payload (``encode_row`` output) back as the row to write."""
+
+    @abc.abstractmethod
+    def writer(self, policy: SinkPolicy) -> BatchWriter:
+        """A new (unopened) writer for this table."""
+
+    @abc.abstractmethod
+    def transform(self, pipeline: str, policy: SinkPolicy | None = None) -> beam.PTransform:
+        """The ``WriteTo...Versioned`` transform a pipeline applies (tables made at launch)."""
+
+    @abc.abstractmethod
+    def ensure(self) -> list[str]:
+        """Create the table (or schema) if missing; returns what was done."""
 
 
 def checked_version(value: Any) -> int:
@@ -706,7 +751,7 @@ class VersionedWriteFn(beam.DoFn):
             record_id = None
         letter = dead_letter(
             payload,
-            Origin("INTERNAL"),
+            Origin.for_sink(f"{self._writer.store}:{self._writer.target}"),
             self._pipeline,
             self._stage,
             rejected.message,

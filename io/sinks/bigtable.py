@@ -65,6 +65,7 @@ from retail_backbone.io.sinks.base import (
     ErrorKind,
     SinkConfigError,
     SinkPolicy,
+    SinkTarget,
     VersionedWriteFn,
     checked_version,
     decode_row,
@@ -77,6 +78,7 @@ from retail_backbone.io.sinks.rows import StockLevelRow
 __all__ = [
     "STOCK_LEVELS_BIGTABLE",
     "BigtableTableSpec",
+    "BigtableTarget",
     "WriteToBigtableVersioned",
     "decode_cells",
     "ensure_bigtable_tables",
@@ -265,6 +267,8 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 
 
 class _BigtableWriter(BatchWriter):
+    store = "bigtable"
+
     def __init__(
         self,
         project_id: str,
@@ -543,3 +547,42 @@ class WriteToBigtableVersioned(beam.PTransform):
             ),
             "family": DisplayDataItem(self._table.family, label="Column family"),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class BigtableTarget(SinkTarget):
+    """A ``BigtableTableSpec`` table of ``project_id``/``instance_id``."""
+
+    project_id: str
+    instance_id: str
+    spec: BigtableTableSpec
+    count_stale: bool = True
+    store = "bigtable"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def decode(self, payload: bytes) -> Any:
+        if self.spec.row_type is None:
+            raise SinkConfigError(f"bigtable table {self.spec.name} has no row_type to decode into")
+        return decode_row(self.spec.row_type, payload)
+
+    def writer(self, policy: SinkPolicy) -> BatchWriter:
+        return _BigtableWriter(
+            self.project_id, self.instance_id, self.spec, policy, self.count_stale
+        )
+
+    def transform(self, pipeline: str, policy: SinkPolicy | None = None) -> beam.PTransform:
+        return WriteToBigtableVersioned(
+            self.project_id,
+            self.instance_id,
+            self.spec,
+            pipeline=pipeline,
+            policy=policy,
+            count_stale=self.count_stale,
+            create_tables=False,
+        )
+
+    def ensure(self) -> list[str]:
+        return ensure_bigtable_tables(self.project_id, self.instance_id, [self.spec])

@@ -58,13 +58,21 @@ from retail_backbone.io.sinks.base import (
     ErrorKind,
     SinkConfigError,
     SinkPolicy,
+    SinkTarget,
     VersionedWriteFn,
     checked_version,
+    decode_row,
     field_of,
     resolve_secret,
 )
 
-__all__ = ["GraphSpec", "WriteToGraphVersioned", "ensure_graph_schema", "graph_driver"]
+__all__ = [
+    "GraphSpec",
+    "GraphTarget",
+    "WriteToGraphVersioned",
+    "ensure_graph_schema",
+    "graph_driver",
+]
 
 _LOG = logging.getLogger(__name__)
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -206,6 +214,8 @@ def _product_params(row: Any) -> dict[str, Any]:
 
 
 class _GraphWriter(BatchWriter):
+    store = "graph"
+
     def __init__(
         self,
         uri: str,
@@ -374,3 +384,49 @@ class WriteToGraphVersioned(beam.PTransform):
             "graph": DisplayDataItem(self._uri, label="Graph store"),
             "labels": DisplayDataItem(f"{self._spec.product}/{self._kind}", label="Writes"),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphTarget(SinkTarget):
+    """Nodes or edges of the product graph at ``uri``.
+
+    ``kind="products"``: ``ProductInfo`` rows; ``kind="edges"``: ``CoPurchaseEdge`` rows.
+    """
+
+    uri: str
+    spec: GraphSpec
+    kind: str
+    user: str | None = None
+    password: str | None = None
+    store = "graph"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise SinkConfigError(f"graph sink kind must be one of {KINDS}, not {self.kind!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.product}/{self.kind}"
+
+    def decode(self, payload: bytes) -> Any:
+        from retail_backbone.transforms.personalization.types import CoPurchaseEdge, ProductInfo
+
+        return decode_row(CoPurchaseEdge if self.kind == "edges" else ProductInfo, payload)
+
+    def writer(self, policy: SinkPolicy) -> BatchWriter:
+        return _GraphWriter(self.uri, self.spec, self.kind, policy, self.user, self.password)
+
+    def transform(self, pipeline: str, policy: SinkPolicy | None = None) -> beam.PTransform:
+        return WriteToGraphVersioned(
+            self.uri,
+            self.spec,
+            kind=self.kind,
+            pipeline=pipeline,
+            policy=policy,
+            user=self.user,
+            password=self.password,
+            create_schema=False,
+        )
+
+    def ensure(self) -> list[str]:
+        return ensure_graph_schema(self.uri, self.spec, self.user, self.password)

@@ -56,6 +56,7 @@ from retail_backbone.io.sinks.base import (
     ErrorKind,
     SinkConfigError,
     SinkPolicy,
+    SinkTarget,
     VersionedWriteFn,
     decode_row,
     field_of,
@@ -70,6 +71,7 @@ __all__ = [
     "STOCK_LEVELS",
     "Column",
     "DemandForecastRow",
+    "PostgresTarget",
     "StockAlertRow",
     "StockLevelRow",
     "TableSpec",
@@ -377,6 +379,8 @@ _ROW_CLASSES = {"22", "23"}
 
 
 class _PostgresWriter(BatchWriter):
+    store = "postgres"
+
     def __init__(self, dsn: str, spec: TableSpec, policy: SinkPolicy) -> None:
         self._dsn_ref = dsn
         self._spec = spec
@@ -521,3 +525,37 @@ class WriteToPostgresVersioned(beam.PTransform):
             "table": DisplayDataItem(self._table.name, label="Table"),
             "database": DisplayDataItem(redacted_dsn(self._dsn), label="Database"),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class PostgresTarget(SinkTarget):
+    """A ``TableSpec`` table in the database ``dsn`` (a libpq string or ``env:VAR``).
+
+    Example::
+
+        target = PostgresTarget(opts.postgres_dsn, STOCK_LEVELS)
+        failed = levels | "WriteStockLevels" >> target.transform("inventory")
+        row = target.decode(letter.payload)  # a sink dead letter's row, to write again
+    """
+
+    dsn: str
+    spec: TableSpec
+    store = "postgres"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def decode(self, payload: bytes) -> Any:
+        return self.spec.decode(payload)
+
+    def writer(self, policy: SinkPolicy) -> BatchWriter:
+        return _PostgresWriter(self.dsn, self.spec, policy)
+
+    def transform(self, pipeline: str, policy: SinkPolicy | None = None) -> beam.PTransform:
+        return WriteToPostgresVersioned(
+            self.dsn, self.spec, pipeline=pipeline, policy=policy, create_tables=False
+        )
+
+    def ensure(self) -> list[str]:
+        return ensure_tables(self.dsn, [self.spec])

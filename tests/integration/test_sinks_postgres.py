@@ -197,8 +197,8 @@ def test_bad_rows_become_dead_letters_and_the_rest_is_written_on_prism(stack, pg
         ("NotNullViolation", f"{spec.name}/SKU-0017#STORE-3@{BASE_MS + 17}"),
         ("NumericValueOutOfRange", f"{spec.name}/SKU-0064#STORE-1@{BASE_MS + 64}"),
     ]
-    assert {(d.stage, d.pipeline, d.origin.kind) for d in dead} == {
-        ("WriteLevels", "it", "INTERNAL")
+    assert {(d.stage, d.pipeline, d.origin.kind, d.origin.sink) for d in dead} == {
+        ("WriteLevels", "it", "SINK", f"postgres:{spec.name}")
     }
     assert [spec.decode(d.payload) for d in dead] == [data[17], data[64]]
     assert all(d.traceback for d in dead)

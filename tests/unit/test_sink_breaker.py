@@ -423,7 +423,7 @@ def test_write_fn_emits_dead_letters_with_the_rows_timestamps_and_windows():
     assert len(dead) == 5
     assert {d.error_class for d in dead} == {SINK_UNAVAILABLE}
     assert {d.stage for d in dead} == {"WriteFake"}
-    assert {d.origin.kind for d in dead} == {"INTERNAL"}
+    assert {(d.origin.kind, d.origin.sink) for d in dead} == {("SINK", "store:fake_table")}
     assert sorted(decode_row(Row, d.payload) for d in dead) == data
     assert sorted(run.outputs["stamped"]) == [
         (f"fake_table/sku-{i}@{100 + i}", 100.0 + i, float((100 + i) // 2 * 2)) for i in range(5)
