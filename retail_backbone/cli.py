@@ -638,19 +638,28 @@ def dlq_replay(
     "--events-per-day", default=20_000, show_default=True, help="Approximate events per day."
 )
 @click.option("--seed", default=7, show_default=True, help="Random seed of the generator.")
+@click.option(
+    "--stream-personalization",
+    is_flag=True,
+    help="Also stream personalization on Flink (several more minutes on 2 cores).",
+)
 @_JSON
-def demo(days: int, events_per_day: int, seed: int, as_json: bool) -> None:
-    """Run the main job end to end on local defaults: inventory, backfill then live stream.
+def demo(
+    days: int, events_per_day: int, seed: int, stream_personalization: bool, as_json: bool
+) -> None:
+    """Run the main job end to end on local defaults: inventory and personalization.
 
-    Brings up Kafka, the registry, PostgreSQL, the Bigtable emulator, Flink and the job server;
-    generates DAYS of traffic; backfills all but the last day from Avro files (batch, direct
-    runner); streams every day through Kafka on Flink with the same transforms; then prints
-    per-store stock, alerts and forecasts read back from the stores and the accounting line
-    (in = unique + duplicates + dead letters) of each run. Exits 1 if anything does not add up.
+    Brings up Kafka, the registry, PostgreSQL, the Bigtable emulator, the graph store, Flink and
+    the job server; generates DAYS of traffic; backfills all but the last day from Avro files
+    (batch, direct runner) and streams every day through Kafka on Flink with the same inventory
+    transforms; backfills personalization from the same files (and streams it too with
+    --stream-personalization); then prints per-store stock, alerts, forecasts, example profiles
+    and recommendations read back from the stores, and the accounting line of each run
+    (in = unique + duplicates + dead letters). Exits 1 if anything does not add up.
 
     \b
     Example:
-      backbone demo                       # about 3 minutes on 2 cores
+      backbone demo                       # about 3-4 minutes on 2 cores
       backbone demo --days 2 --events-per-day 5000 --json
     """
     from retail_backbone.pipelines import demo as main_job
@@ -662,7 +671,11 @@ def demo(days: int, events_per_day: int, seed: int, as_json: bool) -> None:
         raise click.BadParameter("must be positive", param_hint="--events-per-day")
     try:
         summary = main_job.run_demo(
-            days=days, events_per_day=events_per_day, seed=seed, progress=_echo_err
+            days=days,
+            events_per_day=events_per_day,
+            seed=seed,
+            stream_personalization=stream_personalization,
+            progress=_echo_err,
         )
     except StackError as exc:
         _echo_err(f"demo failed: {exc}")
