@@ -43,7 +43,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
 from retail_backbone.pipelines.connections import ConnectionOptions
-from retail_backbone.pipelines.job_options import JobOptions, params_of, sink_policy
+from retail_backbone.pipelines.job_options import (
+    JobOptions,
+    params_of,
+    read_job_events,
+    sink_policy,
+)
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
 from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
 
@@ -279,32 +284,7 @@ def sink_targets(opts: PipelineOptions) -> dict[str, Any]:
 def _read_events(p: beam.Pipeline, opts: InventoryOptions) -> tuple[beam.PCollection, Any]:
     from retail_backbone.transforms.inventory.ledger import LEDGER_EVENT_TYPES
 
-    if opts.mode == "batch":
-        from retail_backbone.io.files import ReadEventFiles
-
-        read = p | "ReadEventFiles" >> ReadEventFiles(
-            opts.input,
-            pipeline=PIPELINE,
-            event_types=LEDGER_EVENT_TYPES,
-            start=opts.start_date,
-            end=opts.end_date,
-        )
-        return read.events, read.dead_letters
-    from retail_backbone.io.events import DecodeEvents
-    from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
-
-    stop = None
-    if opts.stop_at_end:
-        stop = StopPosition.at_end()
-    elif opts.stop_when_idle_seconds:
-        stop = StopPosition.when_idle(opts.stop_when_idle_seconds)
-    records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
-        opts.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
-    )
-    decoded = records | "DecodeEvents" >> DecodeEvents(
-        PIPELINE, fmt="avro", registry_url=opts.registry_url
-    )
-    return decoded.events, decoded.dead_letters
+    return read_job_events(p, opts, PIPELINE, LEDGER_EVENT_TYPES, _topics(opts))
 
 
 def build_pipeline(p: beam.Pipeline, opts: InventoryOptions) -> InventoryOutputs:

@@ -14,7 +14,8 @@ for templates and documentation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -167,3 +168,42 @@ def sink_policy(opts: PipelineOptions) -> SinkPolicy:
         breaker_threshold=job.sink_breaker_threshold,
         breaker_reset_s=job.sink_breaker_reset_seconds,
     )
+
+
+def read_job_events(
+    p: Any, opts: Any, pipeline: str, event_types: Sequence[str], topics: Sequence[str]
+) -> tuple[Any, Any]:
+    """The job's typed events and read dead letters, per ``--mode``.
+
+    Batch: ``ReadEventFiles`` over ``--input`` (``event_types``, ``--start_date``/``--end_date``).
+    Streaming: ``ReadFromKafkaEvents`` over ``topics`` (``--group_id``, ``--stop_at_end`` or
+    ``--stop_when_idle_seconds``), then ``DecodeEvents`` (Avro through ``--registry_url``).
+    Step labels (``ReadEventFiles``, ``ReadFromKafka``, ``DecodeEvents``) are stable: savepoints
+    and Dataflow updates rely on them.
+    """
+    if opts.mode == "batch":
+        from retail_backbone.io.files import ReadEventFiles
+
+        read = p | "ReadEventFiles" >> ReadEventFiles(
+            opts.input,
+            pipeline=pipeline,
+            event_types=event_types,
+            start=opts.start_date,
+            end=opts.end_date,
+        )
+        return read.events, read.dead_letters
+    from retail_backbone.io.events import DecodeEvents
+    from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
+
+    stop = None
+    if opts.stop_at_end:
+        stop = StopPosition.at_end()
+    elif opts.stop_when_idle_seconds:
+        stop = StopPosition.when_idle(opts.stop_when_idle_seconds)
+    records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
+        opts.bootstrap_servers, list(topics), group_id=opts.group_id, stop=stop
+    )
+    decoded = records | "DecodeEvents" >> DecodeEvents(
+        pipeline, fmt="avro", registry_url=opts.registry_url
+    )
+    return decoded.events, decoded.dead_letters

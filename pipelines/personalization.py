@@ -55,7 +55,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from retail_backbone.io.sinks.bigtable import BigtableTableSpec
 from retail_backbone.io.sinks.graph import GraphSpec
 from retail_backbone.pipelines.connections import ConnectionOptions
-from retail_backbone.pipelines.job_options import JobOptions, params_of, sink_policy
+from retail_backbone.pipelines.job_options import (
+    JobOptions,
+    params_of,
+    read_job_events,
+    sink_policy,
+)
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
 from retail_backbone.transforms.personalization.types import (
     CustomerProfile,
@@ -322,32 +327,7 @@ def out_of_stock_skus(opts: PersonalizationOptions) -> list[str]:
 
 
 def _read_events(p: beam.Pipeline, opts: PersonalizationOptions) -> tuple[Any, Any]:
-    if opts.mode == "batch":
-        from retail_backbone.io.files import ReadEventFiles
-
-        read = p | "ReadEventFiles" >> ReadEventFiles(
-            opts.input,
-            pipeline=PIPELINE,
-            event_types=EVENT_TYPES,
-            start=opts.start_date,
-            end=opts.end_date,
-        )
-        return read.events, read.dead_letters
-    from retail_backbone.io.events import DecodeEvents
-    from retail_backbone.io.kafka_source import ReadFromKafkaEvents, StopPosition
-
-    stop = None
-    if opts.stop_at_end:
-        stop = StopPosition.at_end()
-    elif opts.stop_when_idle_seconds:
-        stop = StopPosition.when_idle(opts.stop_when_idle_seconds)
-    records = p | "ReadFromKafka" >> ReadFromKafkaEvents(
-        opts.bootstrap_servers, _topics(opts), group_id=opts.group_id, stop=stop
-    )
-    decoded = records | "DecodeEvents" >> DecodeEvents(
-        PIPELINE, fmt="avro", registry_url=opts.registry_url
-    )
-    return decoded.events, decoded.dead_letters
+    return read_job_events(p, opts, PIPELINE, EVENT_TYPES, _topics(opts))
 
 
 def build_transforms(
