@@ -22,7 +22,13 @@ import apache_beam as beam
 from retail_backbone.io.dead_letters import Origin
 from retail_backbone.io.events import Event
 
-__all__ = ["collect", "inventory_bigtable_levels", "inventory_postgres_state", "make_event"]
+__all__ = [
+    "collect",
+    "inventory_bigtable_levels",
+    "inventory_postgres_state",
+    "make_event",
+    "shuffled_within",
+]
 
 
 def make_event(
@@ -177,3 +183,14 @@ def drop_personalization_state(uri: str | None, *suffixes: str) -> None:
             )
             for name in (f"{spec.product.lower()}_sku", f"{spec.category.lower()}_name"):
                 driver.execute_query(f"DROP CONSTRAINT {name} IF EXISTS")
+
+
+def shuffled_within(events: list[dict], max_shift_ms: int, seed: int) -> list[dict]:
+    """Events in a shuffled arrival order: each delayed by less than ``max_shift_ms``.
+
+    Keep the shift inside the allowed lateness to test order independence.
+    """
+    import random
+
+    rng = random.Random(seed)
+    return sorted(events, key=lambda e: e["envelope"]["event_time"] + rng.randrange(max_shift_ms))

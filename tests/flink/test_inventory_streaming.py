@@ -8,7 +8,6 @@ same events from files on the direct runner. Postgres tables and Bigtable cells 
 
 from __future__ import annotations
 
-import random
 import uuid
 
 import pytest
@@ -22,17 +21,15 @@ from retail_backbone.generator import (
 from retail_backbone.pipelines import inventory
 from retail_backbone.pipelines.runners import runner_args
 from retail_backbone.stack.components.postgres import dsn as pg_dsn
-from retail_backbone.testing import inventory_bigtable_levels, inventory_postgres_state
+from retail_backbone.testing import (
+    inventory_bigtable_levels,
+    inventory_postgres_state,
+    shuffled_within,
+)
 
 pytestmark = pytest.mark.flink
 
 SHUFFLE_MS = 10 * 60 * 1000
-
-
-def _shuffled_within(events: list[dict], max_shift_ms: int, seed: int) -> list[dict]:
-    """Arrival order: each event delayed by a random amount below ``max_shift_ms``."""
-    rng = random.Random(seed)
-    return sorted(events, key=lambda e: e["envelope"]["event_time"] + rng.randrange(max_shift_ms))
 
 
 @pytest.fixture
@@ -52,7 +49,7 @@ def test_streaming_on_flink_equals_the_batch_backfill_and_a_replay_changes_nothi
     events = list(generate_events(gen_cfg))
     write_files(iter(events), tmp_path, "avro")
     base = f"it{uuid.uuid4().hex[:8]}."
-    arrival = _shuffled_within(events, SHUFFLE_MS, seed=5)
+    arrival = shuffled_within(events, SHUFFLE_MS, seed=5)
     assert arrival != events  # the shuffle really reorders
     sent = produce_to_kafka(
         iter(arrival),

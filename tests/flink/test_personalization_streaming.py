@@ -12,7 +12,6 @@ nodes and edges must be equal. Recommendations are compared for what they are ma
 from __future__ import annotations
 
 import json
-import random
 import uuid
 
 import pytest
@@ -29,18 +28,13 @@ from retail_backbone.testing import (
     drop_personalization_state,
     personalization_bigtable_state,
     personalization_graph_state,
+    shuffled_within,
 )
 
 pytestmark = pytest.mark.flink
 
 SHUFFLE_MS = 10 * 60 * 1000
 HASH_KEY = "flink-test-key"
-
-
-def _shuffled_within(events: list[dict], max_shift_ms: int, seed: int) -> list[dict]:
-    """Arrival order: each event delayed by a random amount below ``max_shift_ms``."""
-    rng = random.Random(seed)
-    return sorted(events, key=lambda e: e["envelope"]["event_time"] + rng.randrange(max_shift_ms))
 
 
 @pytest.fixture
@@ -67,7 +61,7 @@ def test_streaming_on_flink_leaves_the_same_state_as_the_batch_backfill(stores, 
     ]
     write_files(iter(events), tmp_path, "avro")
     base = f"it{uuid.uuid4().hex[:8]}."
-    arrival = _shuffled_within(events, SHUFFLE_MS, seed=7)
+    arrival = shuffled_within(events, SHUFFLE_MS, seed=7)
     assert arrival != events  # the shuffle really reorders
     sent = produce_to_kafka(
         iter(arrival),
