@@ -153,6 +153,22 @@ def _flink_job_running(cfg: StackConfig, job_name: str, since_ms: int, timeout: 
     raise SystemExit("the personalization job did not reach RUNNING on Flink")
 
 
+def _delete_topics(bootstrap: str, registry: str, prefix: str) -> None:
+    """Delete the run's topics and subjects (the generator makes one per event type)."""
+    subjects = requests.get(f"{registry}/subjects", timeout=10).json()
+    for subject in (s for s in subjects if s.startswith(prefix)):
+        requests.delete(f"{registry}/subjects/{subject}", timeout=10)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if not topics:
+        return
+    for topic, future in admin.delete_topics(topics, operation_timeout=30).items():
+        try:
+            future.result(30)
+        except Exception as exc:  # a leftover topic is reported, not fatal
+            print(f"topic {topic} not deleted: {exc}", file=sys.stderr)
+
+
 class _ProfilePoller:
     """Reads the ``version`` of the profiles of given customers, batch by batch."""
 
@@ -222,6 +238,11 @@ def main() -> None:
         default=1000,
         help="Flink runner: longest a bundle stays open (Beam's default is 1000)",
     )
+    parser.add_argument(
+        "--sinks",
+        default="bigtable,graph",
+        help="the job's --sinks (bigtable alone leaves the graph writes out)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
 
@@ -259,6 +280,7 @@ def main() -> None:
         "--early_firing_seconds=1",
         f"--max_bundle_time_mills={args.max_bundle_time_ms}",
         f"--table_suffix={suffix}",
+        f"--sinks={args.sinks}",
         f"--bootstrap_servers={bootstrap}",
         f"--registry_url={registry}",
         f"--neo4j_uri={uri}",
@@ -360,12 +382,7 @@ def main() -> None:
             with contextlib.suppress(Exception):  # already cancelled through Flink's REST API
                 result.cancel()
         drop_personalization_state(uri, suffix)
-        with contextlib.suppress(Exception):
-            topics = [f"{prefix}{EVENT_TYPE}", f"{prefix}{CATALOG_TYPE}"]
-            for future in (
-                AdminClient({"bootstrap.servers": bootstrap}).delete_topics(topics).values()
-            ):
-                future.result(10)
+        _delete_topics(bootstrap, registry, prefix)
 
     produced_s = (produce_end or time.monotonic()) - t0
     first_ms = sent[0][1] if sent else 0
@@ -377,6 +394,8 @@ def main() -> None:
         "seconds": args.seconds,
         "customers": len(customers),
         "worker": args.worker,
+        "sinks": args.sinks,
+        "max_bundle_time_ms": args.max_bundle_time_ms,
         "events": len(sent),
         "produce_rate": len(sent) / produced_s,
         "visible": len(latencies),
@@ -389,7 +408,7 @@ def main() -> None:
     }
     print(
         f"\npersonalization streaming on Flink: {len(sent):,} live {EVENT_TYPE} events, "
-        f"{len(customers):,} customers, SDK worker: {args.worker}"
+        f"{len(customers):,} customers, SDK worker: {args.worker}, sinks: {args.sinks}"
     )
     print(f"produce rate: {figures['produce_rate']:,.0f} events/s (target {args.rate:,.0f})")
     print(
