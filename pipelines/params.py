@@ -115,7 +115,7 @@ def add_params(parser: Any, params: Iterable[Param]) -> None:
                 const=True,
                 type=parse_bool,
                 default=bool(p.default),
-                help=p.help_text(),
+                help=p.help_text().replace("%", "%%"),
             )
         else:
             parser.add_argument(
@@ -123,7 +123,7 @@ def add_params(parser: Any, params: Iterable[Param]) -> None:
                 type=p.type,
                 default=p.default,
                 choices=p.choices,
-                help=p.help_text(),
+                help=p.help_text().replace("%", "%%"),
             )
 
 

@@ -126,8 +126,13 @@ PERSONALIZATION_TABLES = ("profiles", "recommendations", "related_products")
 def personalization_bigtable_state(
     suffix: str = "", project: str | None = None, instance: str | None = None
 ) -> dict[str, dict[bytes, dict]]:
-    """Every cell (value and timestamp) of the personalization job's Bigtable tables."""
+    """The newest cell (value and timestamp) of every column of the personalization tables.
+
+    Newest only: that is what readers see. Older cells (a streaming run's earlier panes) stay
+    until Bigtable's garbage collection, which runs asynchronously, removes them.
+    """
     from google.cloud import bigtable
+    from google.cloud.bigtable.row_filters import CellsColumnLimitFilter
 
     from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
 
@@ -135,7 +140,7 @@ def personalization_bigtable_state(
     state = {}
     for name in PERSONALIZATION_TABLES:
         rows = {}
-        for data in tables.table(f"{name}{suffix}").read_rows():
+        for data in tables.table(f"{name}{suffix}").read_rows(filter_=CellsColumnLimitFilter(1)):
             rows[data.row_key] = {
                 (family, qualifier): [(c.value, c.timestamp_micros) for c in cells]
                 for family, columns in data.cells.items()

@@ -30,3 +30,14 @@ def test_parse_bool_rejects_other_words():
     assert parse_bool("YES") is True and parse_bool("0") is False
     with pytest.raises(ValueError, match="not a boolean"):
         parse_bool("maybe")
+
+
+def test_help_texts_with_percent_signs_render():
+    # argparse formats help strings with %; a literal "95%" must not break --help.
+    import argparse
+
+    from retail_backbone.pipelines.params import Param, add_params
+
+    parser = argparse.ArgumentParser()
+    add_params(parser, [Param("z", "Service level (1.65 is about 95%).", type=float, default=1.65)])
+    assert "about 95%" in parser.format_help()
