@@ -61,6 +61,7 @@ __all__ = [
     "enabled_sinks",
     "run",
     "sink_targets",
+    "start",
     "to_demand_forecast_row",
     "to_stock_alert_row",
     "to_stock_level_row",
@@ -504,8 +505,11 @@ def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
     }
 
 
-def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Validate the options, create the tables, run the job and return its summary.
+def start(argv: list[str] | None = None) -> tuple[Any, InventoryOptions]:
+    """Validate the options, create the tables and submit the job without waiting for it.
+
+    Returns the runner's ``PipelineResult`` and the options (with ``run_id`` set). A streaming
+    job without a stop position runs until it is cancelled or stopped (``flink_ops``).
 
     Raises:
         InvalidParams: bad or missing options (before anything starts).
@@ -521,7 +525,17 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ensure_sink_tables(opts)
     p = beam.Pipeline(options=opts)
     build_pipeline(p, opts)
-    result = p.run()
+    return p.run(), opts
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Validate the options, create the tables, run the job and return its summary.
+
+    Raises:
+        InvalidParams: bad or missing options (before anything starts).
+        SinkConfigError: a sink's store is unreachable or its table does not fit.
+    """
+    result, opts = start(argv)
     result.wait_until_finish()
     return summarize(result, opts)
 

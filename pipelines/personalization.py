@@ -80,6 +80,7 @@ __all__ = [
     "check_options",
     "run",
     "sink_targets",
+    "start",
 ]
 
 PIPELINE = "personalization"
@@ -551,8 +552,10 @@ def summarize(result: Any, opts: PersonalizationOptions) -> dict[str, Any]:
     }
 
 
-def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Validate the options, create tables and constraints, run the job, return its summary.
+def start(argv: list[str] | None = None) -> tuple[Any, PersonalizationOptions]:
+    """Validate the options, create tables and constraints, submit the job without waiting.
+
+    Returns the runner's ``PipelineResult`` and the options (with ``run_id`` set).
 
     Raises:
         InvalidParams: bad or missing options (before anything starts).
@@ -568,7 +571,17 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     out_of_stock = out_of_stock_skus(opts) if opts.stock_table else None
     p = beam.Pipeline(options=opts)
     build_pipeline(p, opts, out_of_stock)
-    result = p.run()
+    return p.run(), opts
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Validate the options, create tables and constraints, run the job, return its summary.
+
+    Raises:
+        InvalidParams: bad or missing options (before anything starts).
+        SinkConfigError: a store is unreachable or a table does not fit.
+    """
+    result, opts = start(argv)
     result.wait_until_finish()
     return summarize(result, opts)
 

@@ -4,9 +4,10 @@ Templates (``backbone templates build``), ``backbone launch``, ``backbone backfi
 Dataflow dry-run test all iterate over ``PIPELINES``; registering a new job is one entry here.
 A registered module provides what ``pipelines/inventory.py`` does: an options class whose
 parameters are ``Param``s (``params_of``), ``check_options(opts)``, ``build_pipeline(p, opts)``,
-``run(argv) -> dict`` (a summary with at least ``events_in`` and ``state``) and ``SINKS`` (the
-sink names, which are also the names of the stack components they write to, when local) and
-``sink_targets(opts) -> {step label: SinkTarget}`` (where each sink step writes, with
+``run(argv) -> dict`` (a summary with at least ``events_in`` and ``state``), ``start(argv) ->
+(PipelineResult, options)`` (the same without waiting; ``flink_ops.start_job`` uses it),
+``SINKS`` (the sink names, which are also the names of the stack components they write to, when
+local) and ``sink_targets(opts) -> {step label: SinkTarget}`` (where each sink step writes, with
 ``--table_suffix``; ``backbone dlq replay`` writes sink dead letters back through it).
 
 Example::

@@ -1122,6 +1122,13 @@ def _launch_dataflow(spec, args: list[str], project, region, bucket, as_json: bo
 @click.option("--project", help="GCP project (--target dataflow).")
 @click.option("--region", help="Dataflow region (--target dataflow).")
 @click.option("--bucket", help="GCS bucket for the template spec, staging and temp files.")
+@click.option(
+    "--from-savepoint",
+    "savepoint",
+    metavar="PATH",
+    help="Start from this Flink savepoint or retained checkpoint (the location printed by "
+    "`backbone flink savepoint`). --target flink only.",
+)
 @_JSON
 @click.argument("params", nargs=-1, type=click.UNPROCESSED)
 def launch(
@@ -1132,6 +1139,7 @@ def launch(
     project: str | None,
     region: str | None,
     bucket: str | None,
+    savepoint: str | None,
     as_json: bool,
     params: tuple[str, ...],
 ) -> None:
@@ -1151,6 +1159,8 @@ def launch(
     Examples:
       backbone launch inventory --target local --mode=batch --input=data/backfill
       backbone launch inventory --target flink --profile local --mode=batch --input=data
+      backbone launch inventory --target flink --mode=streaming \\
+          --from-savepoint file:///var/tmp/.../savepoints/savepoint-1a2b3c-0123456789ab
       backbone launch inventory --target dataflow --project p --region europe-west1 \
           --bucket b --mode=batch --input=gs://b/events --postgres_dsn=env:PG_DSN
     """
@@ -1163,6 +1173,9 @@ def launch(
     from retail_backbone.templates.profiles import ProfileError, load_profile, profile_args
 
     spec = _pipeline_spec(pipeline)
+    if savepoint and target != "flink":
+        _echo_err("error: --from-savepoint needs --target flink")
+        sys.exit(2)
     if target == "dataflow":
         _launch_dataflow(spec, list(params), project, region, bucket, as_json)
         return
@@ -1180,6 +1193,9 @@ def launch(
             _echo_err(str(exc))
             sys.exit(2)
         runner_argv = profile_args(flink, cfg)
+        if savepoint:
+            # FlinkPipelineOptions.savepointPath: Flink maps the state to operators by uid.
+            runner_argv.append(f"--savepoint_path={savepoint}")
         components = RUNNER_COMPONENTS["flink"]
         where = f"flink ({profile}: {flink.description})"
     try:
@@ -1224,6 +1240,104 @@ def launch(
             f"{spec.name} on {where}: {summary.get('state')}; events in "
             f"{summary.get('events_in')}, dead letters {summary.get('dead_letters')}"
         )
+
+
+# -- Flink operations ----------------------------------------------------------------------------
+
+
+@main.group()
+def flink() -> None:
+    """Operate streaming jobs on the stack's Flink cluster: list, stop with a savepoint, cancel.
+
+    \b
+    A job stopped with a savepoint continues where it stopped when launched again with
+      backbone launch PIPELINE --target flink --from-savepoint LOCATION [params]
+    """
+
+
+def _flink_rest():
+    from retail_backbone.pipelines.flink_ops import FlinkRest
+    from retail_backbone.stack import StackConfig
+
+    return FlinkRest.from_config(StackConfig.load())
+
+
+@flink.command("jobs")
+@click.option("--all", "show_all", is_flag=True, help="Also finished, failed and canceled jobs.")
+@_JSON
+def flink_jobs(show_all: bool, as_json: bool) -> None:
+    """List the cluster's jobs (running ones unless --all), newest first."""
+    from retail_backbone.pipelines.flink_ops import TERMINAL_STATES, FlinkOpsError
+
+    try:
+        jobs = [j for j in _flink_rest().jobs() if show_all or j.state not in TERMINAL_STATES]
+    except FlinkOpsError as exc:
+        _echo_err(f"flink jobs failed: {exc} (is the stack up? backbone stack up --only flink)")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps([j.as_dict() for j in jobs], indent=2))
+        return
+    for j in jobs:
+        click.echo(f"{j.job_id}  {j.state:<12} {j.name}")
+    if not jobs:
+        _echo_err("no jobs" if show_all else "no running jobs (--all lists ended ones)")
+
+
+@flink.command("savepoint")
+@click.argument("job_id")
+@click.option(
+    "--dir",
+    "target_dir",
+    help="Savepoint directory URI (file:///...); default: the cluster's state.savepoints.dir.",
+)
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Send the maximum watermark first: every window and timer fires, the sinks get final "
+    "results. For ending a job for good; a job restarted from a drained savepoint does not "
+    "continue as if it had never stopped.",
+)
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait.")
+@_JSON
+def flink_savepoint(
+    job_id: str, target_dir: str | None, drain: bool, timeout: float, as_json: bool
+) -> None:
+    """Stop JOB_ID with a savepoint and print the savepoint's location."""
+    from retail_backbone.pipelines.flink_ops import FlinkOpsError
+
+    rest = _flink_rest()
+    try:
+        location = rest.stop_with_savepoint(job_id, target_dir, drain=drain, timeout=timeout)
+        state = rest.wait_state(job_id, ("FINISHED", "CANCELED", "FAILED"), timeout=timeout)
+    except FlinkOpsError as exc:
+        _echo_err(f"flink savepoint failed: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(
+            json.dumps({"job_id": job_id, "savepoint": location, "drain": drain, "state": state})
+        )
+    else:
+        click.echo(location)
+
+
+@flink.command("cancel")
+@click.argument("job_id")
+@_JSON
+def flink_cancel(job_id: str, as_json: bool) -> None:
+    """Cancel JOB_ID without a savepoint: its state is gone (see `backbone flink savepoint`)."""
+    from retail_backbone.pipelines.flink_ops import FlinkOpsError
+
+    rest = _flink_rest()
+    try:
+        rest.cancel(job_id)
+        state = rest.state(job_id)
+    except FlinkOpsError as exc:
+        _echo_err(f"flink cancel failed: {exc}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"job_id": job_id, "state": state}))
+    else:
+        click.echo(f"{job_id} {state}")
 
 
 @main.command(

@@ -153,6 +153,19 @@ class Stack:
                 self.progress(f"{comp.name}: already up on {comp.address(cfg)}")
                 return
             self.progress(f"{comp.name}: running but not answering, restarting")
+        dead = [s.name for s, p in zip(specs, pids, strict=True) if p is None]
+        if dead and len(dead) < len(specs) and set(dead) <= set(comp.restartable_alone):
+            # Only workers died: start them again and keep the rest (and its state) running.
+            self.progress(f"{comp.name}: restarting {', '.join(dead)}")
+            started = time.monotonic()
+            for spec in specs:
+                if spec.name in dead:
+                    process.start(spec, cfg.log_path(spec.name), cfg.pid_path(spec.name))
+            error = self._wait_healthy(comp, timeout=comp.start_timeout)
+            if error is not None:
+                raise error
+            self.progress(f"{comp.name}: healthy after {time.monotonic() - started:.1f}s")
+            return
         if any(p is not None for p in pids):
             for spec in reversed(specs):
                 process.stop(cfg.pid_path(spec.name))

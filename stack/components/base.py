@@ -48,6 +48,10 @@ class Component(ABC):
     depends_on: Sequence[str] = ()
     #: Seconds to wait for the first healthy answer after start.
     start_timeout: float = 90.0
+    #: Names of processes that ``up`` may restart alone when they died while the component's
+    #: other processes still run (e.g. a Flink TaskManager beside a JobManager that holds the
+    #: running jobs). Any other dead process restarts the whole component.
+    restartable_alone: Sequence[str] = ()
 
     @abstractmethod
     def obtain(self, cfg: StackConfig, progress: Progress) -> None:

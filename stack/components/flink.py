@@ -49,6 +49,10 @@ class Flink(Component):
     port_keys = ("flink_rest", "flink_rpc")
     # Two JVMs on two cores; the TaskManager only registers once the JobManager is up.
     start_timeout = 120.0
+    # A TaskManager that died (crash, OOM, kill) comes back alone: restarting the JobManager
+    # too would lose every running job (no high availability here), and Flink's restart
+    # strategy restores the jobs from their last checkpoint once the new TaskManager registers.
+    restartable_alone = ("flink-taskmanager",)
 
     def _install_dir(self, cfg: StackConfig) -> Path:
         return cfg.cache_dir / "flink" / FLINK_VERSION

@@ -171,3 +171,51 @@ def test_failed_download_is_one_line_with_log(cfg, tmp_path):
         )
     assert "download failed" in str(err.value) and "obtain.log" in str(err.value)
     assert not (tmp_path / "m2" / ".complete").exists()
+
+
+class TwoProcessComponent(HttpComponent):
+    """A server plus a worker that ``up`` may restart alone (like a Flink TaskManager)."""
+
+    restartable_alone = ("web-worker",)
+
+    def processes(self, cfg) -> list[ProcessSpec]:
+        worker = ProcessSpec(
+            name="web-worker",
+            argv=[sys.executable, "-c", "import time; time.sleep(600)"],
+            cwd=cfg.run_dir,
+        )
+        return [*super().processes(cfg), worker]
+
+
+def test_a_dead_worker_is_restarted_alone(cfg):
+    import os
+    import signal
+
+    stack = Stack(cfg, [TwoProcessComponent("web", "web")])
+    try:
+        server, worker = stack.up()[0].pids
+        os.kill(worker, signal.SIGKILL)
+        os.waitpid(worker, 0)
+        assert read_pid(cfg.pid_path("web-worker")) is None
+        (status,) = stack.up()
+        assert status.state == "healthy"
+        assert status.pids[0] == server  # the server (and what it holds) kept running
+        assert status.pids[1] != worker
+    finally:
+        stack.down()
+
+
+def test_a_dead_server_restarts_the_whole_component(cfg):
+    import os
+    import signal
+
+    stack = Stack(cfg, [TwoProcessComponent("web", "web")])
+    try:
+        server, worker = stack.up()[0].pids
+        os.kill(server, signal.SIGKILL)
+        os.waitpid(server, 0)
+        (status,) = stack.up()
+        assert status.state == "healthy"
+        assert server not in status.pids and worker not in status.pids
+    finally:
+        stack.down()
