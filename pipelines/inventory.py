@@ -33,12 +33,10 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections import Counter
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, StockLevelRow
@@ -50,6 +48,7 @@ from retail_backbone.pipelines.job_options import (
     sink_policy,
 )
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
+from retail_backbone.pipelines.run_counters import RunCounters
 from retail_backbone.transforms.inventory.types import DemandForecast, StockAlert, StockLevel
 
 __all__ = [
@@ -431,47 +430,21 @@ def ensure_sink_tables(opts: InventoryOptions) -> list[str]:
 
 def summarize(result: Any, opts: InventoryOptions) -> dict[str, Any]:
     """Counters of a finished run: events in, dead letters by class, rows written per sink."""
-    counters: dict[tuple[str, str], int] = Counter()
-    for c in result.metrics().query(MetricsFilter())["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        counters[(c.key.metric.namespace, c.key.metric.name)] += value or 0
-
-    def get(namespace: str, name: str) -> int:
-        return counters.get((namespace, name), 0)
-
-    if opts.mode == "batch":
-        events_in = get(PIPELINE, "ReadEventFiles.records_read")
-    else:
-        events_in = get("kafka", "records_read")
-    by_class: Counter = Counter()
-    by_stage: Counter = Counter()
-    for (namespace, name), value in counters.items():
-        # (``files_written`` counts what the file sink wrote, not another dead letter.)
-        if namespace == "dead_letters" and name != "files_written":
-            if "." in name:
-                by_class[name.split(".", 1)[1]] += value
-            else:
-                by_stage[name] += value
-    sinks = {}
-    for label in (
-        "WriteStockLevels",
-        "WriteStockAlerts",
-        "WriteDemandForecast",
-        "ServeStockLevels",
-        "PublishAlerts",
-    ):
-        if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
-            sinks[label] = {
-                k: get(PIPELINE, f"{label}.{k}")
-                for k in (
-                    "written",
-                    "skipped_stale",
-                    "failed",
-                    "dead_lettered",
-                    "retries",
-                    "breaker_opened",
-                )
-            }
+    counters = RunCounters.of(result)
+    get = counters.get
+    events_in = counters.events_in(PIPELINE, opts.mode)
+    by_stage = counters.dead_letters_by_stage()
+    by_class = counters.dead_letters_by_class()
+    sinks = counters.sinks(
+        PIPELINE,
+        (
+            "WriteStockLevels",
+            "WriteStockAlerts",
+            "WriteDemandForecast",
+            "ServeStockLevels",
+            "PublishAlerts",
+        ),
+    )
     # Accounting: every event read is kept once, dropped as a duplicate, or dead-lettered at the
     # read (undecodable, invalid); late data and sink failures are dead letters of later stages.
     read_stages = ("ReadEventFiles", "DecodeEvents", "ReadFromKafka")

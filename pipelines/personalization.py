@@ -49,7 +49,6 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from retail_backbone.io.sinks.bigtable import BigtableTableSpec
@@ -62,6 +61,7 @@ from retail_backbone.pipelines.job_options import (
     sink_policy,
 )
 from retail_backbone.pipelines.params import InvalidParams, Param, add_params, validate_params
+from retail_backbone.pipelines.run_counters import RunCounters
 from retail_backbone.transforms.personalization.types import (
     CustomerProfile,
     CustomerRecommendations,
@@ -481,34 +481,12 @@ _SINK_LABELS = (
 
 def summarize(result: Any, opts: PersonalizationOptions) -> dict[str, Any]:
     """Counters of a finished run, with the accounting per stage (in = out + dead letters)."""
-    counters: dict[tuple[str, str], int] = Counter()
-    for c in result.metrics().query(MetricsFilter())["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        counters[(c.key.metric.namespace, c.key.metric.name)] += value or 0
-
-    def get(namespace: str, name: str) -> int:
-        return counters.get((namespace, name), 0)
-
-    if opts.mode == "batch":
-        events_in = get(PIPELINE, "ReadEventFiles.records_read")
-    else:
-        events_in = get("kafka", "records_read")
-    by_class: Counter = Counter()
-    by_stage: Counter = Counter()
-    for (namespace, name), value in counters.items():
-        # (``files_written`` counts what the file sink wrote, not another dead letter.)
-        if namespace == "dead_letters" and name != "files_written":
-            if "." in name:
-                by_class[name.split(".", 1)[1]] += value
-            else:
-                by_stage[name] += value
-    sinks = {}
-    for label in _SINK_LABELS:
-        if any(ns == PIPELINE and n.startswith(f"{label}.") for ns, n in counters):
-            sinks[label] = {
-                k: get(PIPELINE, f"{label}.{k}")
-                for k in ("written", "skipped_stale", "failed", "dead_lettered")
-            }
+    counters = RunCounters.of(result)
+    get = counters.get
+    events_in = counters.events_in(PIPELINE, opts.mode)
+    by_stage = counters.dead_letters_by_stage()
+    by_class = counters.dead_letters_by_class()
+    sinks = counters.sinks(PIPELINE, _SINK_LABELS)
     prof = {
         k: get("personalization_profiles", k)
         for k in ("contributions", "anonymous", "ignored", "invalid", "profiles_emitted")
