@@ -43,6 +43,7 @@ from retail_backbone.io.sinks.rows import DemandForecastRow, StockAlertRow, Stoc
 from retail_backbone.pipelines.connections import ConnectionOptions
 from retail_backbone.pipelines.job_options import (
     JobOptions,
+    job_problems,
     params_of,
     read_job_events,
     sink_policy,
@@ -210,14 +211,7 @@ def _topics(opts: InventoryOptions) -> list[str]:
 def check_options(opts: InventoryOptions) -> None:
     """Every launch-time check of the options; raises ``InvalidParams`` listing all problems."""
     validate_params(opts, params_of(InventoryOptions))
-    problems = []
-    unknown = [s for s in enabled_sinks(opts) if s not in SINKS]
-    if unknown:
-        problems.append(f"--sinks: unknown {unknown}; this pipeline writes {list(SINKS)}")
-    if opts.mode == "batch" and not opts.input:
-        problems.append("--input is required in batch mode: the root folder of the event files")
-    if opts.mode == "streaming" and not _topics(opts):
-        problems.append("--topics is empty: give at least one Kafka topic")
+    problems = job_problems(opts, enabled_sinks(opts), SINKS, _topics(opts))
     if "postgres" in enabled_sinks(opts) and not opts.postgres_dsn:
         problems.append(
             "--postgres_dsn is required with the postgres sink (a libpq string or "
@@ -227,20 +221,6 @@ def check_options(opts: InventoryOptions) -> None:
         problems.append("--forecast_alpha must be in (0, 1] and --forecast_beta in [0, 1]")
     if opts.forecast_z < 0 or opts.lead_time_days <= 0:
         problems.append("--forecast_z must be >= 0 and --lead_time_days > 0")
-    if opts.allowed_lateness_seconds < 0 or opts.early_firing_seconds <= 0:
-        problems.append(
-            "--allowed_lateness_seconds must be >= 0 and --early_firing_seconds positive"
-        )
-    if opts.stop_when_idle_seconds is not None and opts.stop_when_idle_seconds <= 0:
-        problems.append("--stop_when_idle_seconds must be positive")
-    if opts.stop_at_end and opts.stop_when_idle_seconds:
-        problems.append("give --stop_at_end or --stop_when_idle_seconds, not both")
-    if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
-        problems.append("--start_date must be before --end_date")
-    try:
-        sink_policy(opts)
-    except ValueError as exc:
-        problems.append(f"--sink_*: {exc}")
     if problems:
         raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
 

@@ -24,7 +24,12 @@ from retail_backbone.pipelines.params import Param, add_params
 if TYPE_CHECKING:
     from retail_backbone.io.sinks.base import SinkPolicy
 
-__all__ = ["JobOptions", "params_of", "sink_policy"]
+__all__ = [
+    "JobOptions",
+    "job_problems",
+    "params_of",
+    "sink_policy",
+]
 
 _DATE = r"\d{4}-\d{2}-\d{2}"
 
@@ -207,3 +212,39 @@ def read_job_events(
         pipeline, fmt="avro", registry_url=opts.registry_url
     )
     return decoded.events, decoded.dead_letters
+
+
+def job_problems(
+    opts: Any, sinks: Sequence[str], known_sinks: Sequence[str], topics: Sequence[str]
+) -> list[str]:
+    """The launch-time problems of the shared job options (one line each, for ``InvalidParams``).
+
+    Args:
+        opts: the pipeline's options (a ``JobOptions`` subclass).
+        sinks: the sinks this run would write.
+        known_sinks: the sinks the pipeline has.
+        topics: the topics a streaming run would read.
+    """
+    problems = []
+    unknown = [s for s in sinks if s not in known_sinks]
+    if unknown:
+        problems.append(f"--sinks: unknown {unknown}; this pipeline writes {list(known_sinks)}")
+    if opts.mode == "batch" and not opts.input:
+        problems.append("--input is required in batch mode: the root folder of the event files")
+    if opts.mode == "streaming" and not topics:
+        problems.append("--topics is empty: give at least one Kafka topic")
+    if opts.allowed_lateness_seconds < 0 or opts.early_firing_seconds <= 0:
+        problems.append(
+            "--allowed_lateness_seconds must be >= 0 and --early_firing_seconds positive"
+        )
+    if opts.stop_when_idle_seconds is not None and opts.stop_when_idle_seconds <= 0:
+        problems.append("--stop_when_idle_seconds must be positive")
+    if opts.stop_at_end and opts.stop_when_idle_seconds:
+        problems.append("give --stop_at_end or --stop_when_idle_seconds, not both")
+    if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
+        problems.append("--start_date must be before --end_date")
+    try:
+        sink_policy(opts)
+    except ValueError as exc:
+        problems.append(f"--sink_*: {exc}")
+    return problems

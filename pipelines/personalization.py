@@ -56,6 +56,7 @@ from retail_backbone.io.sinks.graph import GraphSpec
 from retail_backbone.pipelines.connections import ConnectionOptions
 from retail_backbone.pipelines.job_options import (
     JobOptions,
+    job_problems,
     params_of,
     read_job_events,
     sink_policy,
@@ -235,14 +236,7 @@ def as_of_ms(opts: PersonalizationOptions) -> int | None:
 def check_options(opts: PersonalizationOptions) -> None:
     """Every launch-time check of the options; raises ``InvalidParams`` listing all problems."""
     validate_params(opts, params_of(PersonalizationOptions))
-    problems = []
-    unknown = [s for s in _sinks(opts) if s not in SINKS]
-    if unknown:
-        problems.append(f"--sinks: unknown {unknown}; this pipeline writes {list(SINKS)}")
-    if opts.mode == "batch" and not opts.input:
-        problems.append("--input is required in batch mode: the root folder of the event files")
-    if opts.mode == "streaming" and not _topics(opts):
-        problems.append("--topics is empty: give at least one Kafka topic")
+    problems = job_problems(opts, _sinks(opts), SINKS, _topics(opts))
     if not opts.pii_hash_key:
         problems.append(
             "--pii_hash_key is required: the HMAC key for customer ids (env:VAR), so that "
@@ -253,18 +247,6 @@ def check_options(opts: PersonalizationOptions) -> None:
             problems.append(f"--{name} must be positive")
     if opts.last_viewed_n < 1 or opts.recommend_top_k < 1:
         problems.append("--last_viewed_n and --recommend_top_k must be >= 1")
-    if opts.allowed_lateness_seconds < 0 or opts.early_firing_seconds <= 0:
-        problems.append(
-            "--allowed_lateness_seconds must be >= 0 and --early_firing_seconds positive"
-        )
-    if opts.stop_when_idle_seconds is not None and opts.stop_when_idle_seconds <= 0:
-        problems.append("--stop_when_idle_seconds must be positive")
-    if opts.start_date and opts.end_date and opts.start_date >= opts.end_date:
-        problems.append("--start_date must be before --end_date")
-    try:
-        sink_policy(opts)
-    except ValueError as exc:
-        problems.append(f"--sink_*: {exc}")
     if problems:
         raise InvalidParams("invalid pipeline parameters:\n  " + "\n  ".join(problems))
 
