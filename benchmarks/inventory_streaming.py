@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ import apache_beam as beam
 import psycopg
 import requests
 from apache_beam.options.pipeline_options import StandardOptions
-from confluent_kafka import Consumer
+from latency import baseline_consumer, percentiles
 
 from retail_backbone import generator as gen
 from retail_backbone.pipelines import inventory
@@ -68,33 +67,6 @@ def _live(templates: list[dict], rate: float, seconds: float, sent: list) -> obj
         }
         sent.append((event["sku"], event["location"], now))
         yield event
-
-
-def _percentiles(values: list[float]) -> tuple[float, float, float]:
-    if not values:
-        return (float("nan"),) * 3
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return statistics.median(values), q[94], q[98]
-
-
-def _baseline_consumer(bootstrap: str, topic: str, stop: threading.Event, out: list) -> None:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-            "log_level": 0,
-        }
-    )
-    consumer.subscribe([topic])
-    try:
-        while not stop.is_set():
-            for msg in consumer.consume(500, timeout=0.1):
-                if msg.error() is None:
-                    out.append(time.time() * 1000 - msg.timestamp()[1])
-    finally:
-        consumer.close()
 
 
 def _flink_job_running(cfg: StackConfig, since_ms: int, timeout: float = 120) -> str:
@@ -163,7 +135,9 @@ def main() -> None:
 
     stop = threading.Event()
     baseline: list[float] = []
-    consumer = threading.Thread(target=_baseline_consumer, args=(bootstrap, topic, stop, baseline))
+    consumer = threading.Thread(
+        target=baseline_consumer, args=(bootstrap, topic, 0, stop, baseline)
+    )
     consumer.start()
     sent: list[tuple[str, str, int]] = []
     t0 = time.monotonic()
@@ -217,8 +191,8 @@ def main() -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
 
     produced_s = (produce_end or time.monotonic()) - t0
-    p50, p95, p99 = _percentiles(latencies)
-    b50, b95, b99 = _percentiles(baseline)
+    p50, p95, p99 = percentiles(latencies)
+    b50, b95, b99 = percentiles(baseline)
     print(f"\ninventory streaming on Flink: {len(sent):,} live {EVENT_TYPE} events")
     print(f"produce rate: {len(sent) / produced_s:,.0f} events/s (target {args.rate:,.0f})")
     print(f"visible in Postgres: {len(latencies):,} of {len(sent):,}")

@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -50,8 +49,8 @@ from collections.abc import Iterator
 import apache_beam as beam
 import requests
 from apache_beam.options.pipeline_options import StandardOptions
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
+from latency import baseline_consumer, percentiles
 
 from retail_backbone import generator as gen
 from retail_backbone.pipelines import personalization
@@ -103,36 +102,6 @@ def _live(templates: list[dict], rate: float, seconds: float, sent: list) -> Ite
         event = _stamped(templates[i % len(templates)], now)
         sent.append((event["customer_id"], now))
         yield event
-
-
-def _percentiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return (float("nan"),) * 3
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return statistics.median(values), q[94], q[98]
-
-
-def _baseline_consumer(
-    bootstrap: str, topic: str, since_ms: int, stop: threading.Event, out: list
-) -> None:
-    """Produce -> receive latency of the records produced from ``since_ms`` on (live ones)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-            "log_level": 0,
-        }
-    )
-    consumer.subscribe([topic])
-    try:
-        while not stop.is_set():
-            for msg in consumer.consume(500, timeout=0.1):
-                if msg.error() is None and msg.timestamp()[1] >= since_ms:
-                    out.append(time.time() * 1000 - msg.timestamp()[1])
-    finally:
-        consumer.close()
 
 
 def _flink_job_running(cfg: StackConfig, job_name: str, since_ms: int, timeout: float = 180) -> str:
@@ -326,7 +295,7 @@ def main() -> None:
         baseline: list[float] = []
         live_ms = int(time.time() * 1000)
         consumer = threading.Thread(
-            target=_baseline_consumer, args=(bootstrap, topic, live_ms, stop, baseline)
+            target=baseline_consumer, args=(bootstrap, topic, live_ms, stop, baseline)
         )
         consumer.start()
         sent: list[tuple[str, int]] = []
@@ -387,8 +356,8 @@ def main() -> None:
     produced_s = (produce_end or time.monotonic()) - t0
     first_ms = sent[0][1] if sent else 0
     visible_span_s = (last_visible_ms - first_ms) / 1000 if latencies else float("nan")
-    p50, p95, p99 = _percentiles(latencies)
-    b50, b95, b99 = _percentiles(baseline)
+    p50, p95, p99 = percentiles(latencies)
+    b50, b95, b99 = percentiles(baseline)
     figures = {
         "rate_target": args.rate,
         "seconds": args.seconds,
