@@ -42,8 +42,9 @@ offsets meaningful.
   to now, so an idle partition does not hold back windows of the busy ones (Java KafkaIO's
   ``CustomTimestampPolicyWithLimitedDelay`` rule). A record produced later with an older event
   time is late. The watermark never moves backwards. Each reader reports the minimum over all
-  partitions of its read in the worker process (``align_watermarks``, see ``_WatermarkBoard``:
-  Prism 2.62 otherwise lets one partition's watermark overtake the others').
+  partitions of its read in the worker process, each as of its last durable bundle
+  (``align_watermarks``, see ``_WatermarkBoard``: Prism 2.62 otherwise lets one partition's
+  watermark overtake the others').
 * Offsets are committed to ``group_id`` (the next offset to read, Kafka's convention) from a
   bundle finalizer, i.e. only after the runner has durably committed the bundle's output. Prism
   and the direct runner (FnApiRunner) call finalizers; a failed commit is logged, not raised.
@@ -585,31 +586,45 @@ _DONE = 2**62  # a partition whose bounded read finished: holds nothing
 
 
 class _WatermarkBoard:
-    """The watermarks of one read's partitions in this worker process, and their minimum.
+    """The durable watermarks of one read's partitions in this worker process.
 
     Why: Prism 2.62 sets a splittable DoFn stage's output watermark to the watermark reported
     with the residuals of the bundle that finished last (``stage.estimatedOutput`` in its
     elementmanager.go), not to the minimum over all restrictions. With partitions in separate
     bundles, one partition's watermark would then overtake the others' and make their records
-    late. Every reader therefore reports the minimum over all partitions of its read: never
-    ahead of any partition, whichever bundle reports last. It needs every partition read in one
-    worker process, which is how Prism (LOOPBACK) and the direct runner run the Python SDK
-    harness; with several SDK processes a partition read elsewhere would hold the watermark
-    forever, so turn it off there (``align_watermarks=False``).
+    late. Every reader therefore reports the minimum of its own watermark and the other
+    partitions' entries here: never ahead of any partition, whichever bundle reports last.
+
+    A partition's entry moves only in its bundle finalizer, i.e. once the runner has committed
+    the bundle's output. Published from inside a running bundle, it would let a concurrent
+    bundle of another partition carry the watermark past records still in flight (seen on
+    Prism: a window fired with one partition's records, the other's came as a late pane).
+
+    It needs every partition read in one worker process, which is how Prism (LOOPBACK) and
+    the direct runner run the Python SDK harness; with several SDK processes a partition read
+    elsewhere would hold the watermark forever, so turn it off there (``align_watermarks=False``).
     """
 
     _lock = threading.Lock()
     _reads: ClassVar[dict[str, dict[tuple[str, int], int]]] = {}
 
     @classmethod
-    def update(
+    def publish(
         cls, read_id: str, planned: frozenset[tuple[str, int]], key: tuple[str, int], ms: int
-    ) -> int:
-        """Record ``key``'s watermark (ms) and return the read's minimum."""
+    ) -> None:
+        """Record ``key``'s watermark (ms), now that the output behind it is durable."""
         with cls._lock:
             board = cls._reads.setdefault(read_id, dict.fromkeys(planned, _NOT_STARTED))
             board[key] = max(board.get(key, _NOT_STARTED), ms)
-            return min(board.values())
+
+    @classmethod
+    def bound(
+        cls, read_id: str, planned: frozenset[tuple[str, int]], key: tuple[str, int], ms: int
+    ) -> int:
+        """``ms`` capped by every other partition's durable watermark."""
+        with cls._lock:
+            board = cls._reads.setdefault(read_id, dict.fromkeys(planned, _NOT_STARTED))
+            return min([ms, *(v for k, v in board.items() if k != key)])
 
 
 _REJECT_CODES: frozenset[str] = frozenset(
@@ -691,9 +706,11 @@ class _ReadPartitionFn(beam.DoFn):
         # for calls that read nothing: Prism sends FinalizeBundle for every bundle of a stage
         # that asks for finalization, and the SDK rejects it for a bundle without callbacks.
         reached = [restriction.start]
-        finalizer.register(lambda: self._commit_offset(topic, partition, restriction, reached[0]))
+        # This call's own watermark (ms) for the board, published once the bundle is durable.
+        progress = [_NOT_STARTED]
+        finalizer.register(lambda: self._on_durable(key, restriction, reached[0], progress[0]))
         if restriction.start >= restriction.stop:
-            self._finished(key)
+            progress[0] = _DONE
             return
         consumer = self._consumer
         consumer.assign([TopicPartition(topic, partition, restriction.start)])
@@ -745,7 +762,7 @@ class _ReadPartitionFn(beam.DoFn):
                             done = True  # claimed the last offset of a bounded range
                             return
                     if newest_ms >= 0:
-                        self._advance(watermark, key, newest_ms - self._bound_ms)
+                        progress[0] = self._advance(watermark, key, newest_ms - self._bound_ms)
                     if time.monotonic() >= deadline:
                         # librdkafka's end offset from the last fetch response: no round trip.
                         end = consumer.get_watermark_offsets(
@@ -779,7 +796,9 @@ class _ReadPartitionFn(beam.DoFn):
                     continue
                 idle_since = idle_since if idle_since is not None else now
                 # The idle rule: nothing to read, so the next record's event time is about now.
-                self._advance(watermark, key, int(time.time() * 1000) - self._bound_ms)
+                progress[0] = self._advance(
+                    watermark, key, int(time.time() * 1000) - self._bound_ms
+                )
                 if self._idle_stop is not None:
                     if now - idle_since >= self._idle_stop:
                         tracker.try_claim(restriction.stop)  # ends the open-ended range
@@ -792,21 +811,31 @@ class _ReadPartitionFn(beam.DoFn):
             self._records_read.inc(read)
             reached[0] = next_offset
             if done:
-                self._finished(key)
+                progress[0] = _DONE
 
-    def _finished(self, key: tuple[str, int]) -> None:
+    def _advance(self, watermark: Any, key: tuple[str, int], candidate_ms: int) -> int:
+        """Move the partition's watermark towards ``candidate_ms``; return the candidate."""
+        reported = candidate_ms
         if self._read_id is not None:
-            _WatermarkBoard.update(self._read_id, self._planned, key, _DONE)
-
-    def _advance(self, watermark: Any, key: tuple[str, int], candidate_ms: int) -> None:
-        if self._read_id is not None:
-            candidate_ms = _WatermarkBoard.update(self._read_id, self._planned, key, candidate_ms)
-            if candidate_ms <= _NOT_STARTED:
-                return  # some partition of this read has not reported yet
-        candidate = Timestamp(micros=candidate_ms * 1000)
+            reported = _WatermarkBoard.bound(self._read_id, self._planned, key, candidate_ms)
+            if reported <= _NOT_STARTED:
+                return candidate_ms  # some partition of this read has not reported yet
+        as_timestamp = Timestamp(micros=reported * 1000)
         current = watermark.current_watermark()
-        if current is None or candidate > current:
-            watermark.set_watermark(candidate)
+        if current is None or as_timestamp > current:
+            watermark.set_watermark(as_timestamp)
+        return candidate_ms
+
+    def _on_durable(
+        self, key: tuple[str, int], restriction: OffsetRange, offset: int, watermark_ms: int
+    ) -> None:
+        """Bundle finalizer: commit the offset and publish the partition's watermark.
+
+        It runs once the runner has committed the output of the call that read up to ``offset``.
+        """
+        if self._read_id is not None and watermark_ms > _NOT_STARTED:
+            _WatermarkBoard.publish(self._read_id, self._planned, key, watermark_ms)
+        self._commit_offset(key[0], key[1], restriction, offset)
 
     def _end_offset(self, consumer: Any, topic: str, partition: int) -> int | None:
         """The partition's end offset, or None while the broker cannot tell (e.g. no leader)."""
