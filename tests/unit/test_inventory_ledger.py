@@ -282,6 +282,7 @@ class _Cell:
 class _Timer:
     def __init__(self):
         self.at = None
+        self.fired = 0
 
     def set(self, timestamp):
         self.at = timestamp.micros // 1000
@@ -290,15 +291,19 @@ class _Timer:
         self.at = None
 
 
-def run_shard(fn, arrivals, panes, watermarks):
-    """Feed ``arrivals`` pane by pane, firing the fold timer as the watermark passes it."""
-    ledgers, armed, timer = _Cell(), _Cell(), _Timer()
+def run_shard(fn, arrivals, panes, watermarks, fired=None):
+    """Feed ``arrivals`` pane by pane, firing the fold timer as the watermark passes it.
+
+    ``fired``: a list that receives the number of timer firings.
+    """
+    ledgers, armed, pace, timer = _Cell(), _Cell(), _Cell(), _Timer()
     out = []
 
     def fire_due(watermark):
         while timer.at is not None and timer.at <= watermark:
             at, timer.at = timer.at, None
-            out.extend(fn._fold(Timestamp(micros=at * 1000), ledgers, armed, timer))
+            timer.fired += 1
+            out.extend(fn._fold(Timestamp(micros=at * 1000), ledgers, armed, pace, timer))
 
     start = 0
     for end, watermark in zip(panes, watermarks, strict=True):
@@ -306,6 +311,8 @@ def run_shard(fn, arrivals, panes, watermarks):
         start = end
         fire_due(watermark)
     fire_due(1 << 62)
+    if fired is not None:
+        fired.append(timer.fired)
     return out, ledgers.value
 
 
@@ -365,6 +372,22 @@ def test_streaming_state_gives_the_batch_ledger_for_any_order_within_the_latenes
         )
     # Everything older than the lateness was folded: the state is bounded.
     assert all(not pending for _, pending, _ in book.values())
+
+
+def test_a_backlog_folds_in_a_few_wakes_not_one_per_fold_step():
+    """Three days of history reach the state before the watermark moves, then it jumps.
+
+    One wake per fold step would be 4,320 timer firings, each a bundle on Flink (the stall that
+    kept the watermark from ever leaving the stage); doubling steps need a few dozen.
+    """
+    fn = _ShardLedgerFn("test", fold_delay_ms=L_MS, fold_step_ms=60_000)
+    key = ("A", "L1")
+    arrivals = [(key, (T0 + i * 60_000, MOVE, 1, 0)) for i in range(3 * 1440)]
+    fired = []
+    _, book = run_shard(fn, arrivals, [len(arrivals)], [1 << 62], fired=fired)
+    assert book[key][0].on_hand == 3 * 1440
+    assert not book[key][1]
+    assert 1 <= fired[0] <= 30
 
 
 def test_a_movement_below_the_folded_point_is_applied_and_counted():

@@ -93,6 +93,7 @@ from retail_backbone.transforms.inventory.windowing import (
     unwindow,
     window_into,
 )
+from retail_backbone.transforms.timer_pacing import next_wake
 
 __all__ = [
     "LEDGER_EVENT_TYPES",
@@ -582,11 +583,14 @@ class _ShardLedgerFn(beam.DoFn):
     keys' current ``StockLevel`` (ledger mode). The ``FOLD`` timer (event time, at a multiple of
     ``fold_step_ms`` so a shard wakes at most once per step) folds movements older than the
     watermark minus ``fold_delay_ms`` into the ledger and, in stockout mode, emits state changes
-    once the watermark is ``settle_ms`` past them.
+    once the watermark is ``settle_ms`` past them. A timer that finds the watermark far ahead
+    wakes next in doubling steps (``timer_pacing``), so a backlog costs a few wakes, not one per
+    fold step.
     """
 
     LEDGERS = ReadModifyWriteStateSpec("ledgers", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
+    PACE = ReadModifyWriteStateSpec("pace", PickleCoder())  # timer_pacing.Pace of the FOLD loop
     FOLD = TimerSpec("fold", TimeDomain.WATERMARK)
 
     def __init__(
@@ -685,13 +689,14 @@ class _ShardLedgerFn(beam.DoFn):
         fired=beam.DoFn.TimestampParam,
         ledgers=beam.DoFn.StateParam(LEDGERS),
         armed_state=beam.DoFn.StateParam(ARMED),
+        pace_state=beam.DoFn.StateParam(PACE),
         fold=beam.DoFn.TimerParam(FOLD),
     ) -> Iterator[Any]:
         now = fired.micros // 1000
         final_upto = now - self._fold_delay_ms  # movements up to here can no longer change
         settled_upto = now - self._settle_ms
         book: dict[Key, list] = ledgers.read() or {}
-        soonest = None
+        soonest = latest = None
         clamped = 0
         for key, entry in book.items():
             ledger, pending, alert_at = entry
@@ -724,15 +729,22 @@ class _ShardLedgerFn(beam.DoFn):
                 if self._track_state and entry[2] is not None and entry[2] <= final_upto:
                     entry[2] = None
             need = self._need(entry)
-            if need is not None and (soonest is None or need < soonest):
-                soonest = need
+            if need is not None:
+                soonest = need if soonest is None else min(soonest, need)
+                last = entry[1][-1][0] + self._fold_delay_ms if entry[1] else need
+                latest = last if latest is None else max(latest, last)
         if clamped:
             self._clamped.inc(clamped)
         ledgers.write(book)
         armed_state.clear()
         if soonest is not None:
-            # Never re-arm at or before the firing time: the next step at the earliest.
-            self._arm(fold, armed_state, max(soonest, now + 1), None)
+            # Never at or before the firing time; further ahead while the watermark is ahead
+            # (a backlog): one wake per fold step through days of history would stall Flink.
+            at, pace = next_wake(
+                now, max(soonest, now + 1), latest, self._fold_step_ms, pace_state.read()
+            )
+            self._arm(fold, armed_state, at, None)
+            pace_state.write(pace)
 
 
 # -- the transform ----------------------------------------------------------------------------

@@ -23,21 +23,25 @@ watermark, and a runner silently drops what arrives after a window's lateness (J
 it as ``droppedDueToLateness``, nothing reaches a dead-letter queue). So, before windowing, a
 stateful ``DoFn`` in the global window learns the watermark through an event-time timer: elements
 are spread over a few shard keys; per shard the state holds the last watermark it saw; a looping
-watermark timer re-arms itself every ``watermark_tick_seconds`` and records its firing time, which
-the watermark has passed by definition. An element whose event time is older than that known
-watermark minus L is counted (``late_data/<stage>``) and sent to the dead letters with class
-``late``; everything else passes unchanged. Timers in the global window never expire, so no runner
-drops anything before this step sees it. The loop stops once the known watermark is L past the
-newest event the shard has seen (nothing older can be judged differently by going on) and
+watermark timer re-arms itself ``watermark_tick_seconds`` ahead and records its firing time, which
+the watermark has passed by definition (a timer that finds the watermark already far ahead doubles
+its step instead, see ``transforms/timer_pacing.py``). An element whose event time is older than
+that known watermark minus L is counted (``late_data/<stage>``) and sent to the dead letters with
+class ``late``; everything else passes unchanged. Timers in the global window never expire, so no
+runner drops anything before this step sees it. The loop stops once the known watermark is L past
+the newest event the shard has seen (nothing older can be judged differently by going on) and
 restarts with the next element, so a drained pipeline ends. This uses only event-time timers and
 value state: it runs the same on the DirectRunner, Prism, Flink and Dataflow.
 
-Precision: the known watermark lags the real one by up to one tick, so detection is conservative
-(an element at most one tick over the limit may pass). The windows' own allowed lateness is set
-to L plus two ticks, so what this step passes is not dropped silently by the grouping after it.
-One gap remains: after a shard has seen nothing for longer than L while the watermark moved on,
-its first new element is judged against the old watermark; it is newer than anything the shard
-saw, so it is at worst accepted, never wrongly dead-lettered.
+Precision: caught up, the known watermark lags the real one by up to one tick, so detection is
+conservative (an element at most one tick over the limit may pass); the windows' own allowed
+lateness is L plus two ticks, so what this step passes is not dropped by the grouping after it.
+Two gaps remain, both where the known watermark lags by more than a tick: (1) while the watermark
+races through a backlog the timer steps coarser (up to its last step); (2) after a shard has seen
+nothing for longer than L while the watermark moved on, its first new element is judged against
+the old watermark. An element more than L + two ticks late can then pass the check and be dropped
+by the window after it (Flink counts it as ``droppedDueToLateness``; it is not dead-lettered).
+Backlogs replay the log in order, so (1) needs disorder in the log itself close to L.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from retail_backbone.io.dead_letters import DeadLetter, dead_letter
 from retail_backbone.io.events import Event
+from retail_backbone.transforms.timer_pacing import next_wake
 
 __all__ = [
     "MODES",
@@ -216,7 +221,7 @@ class _DropLateFn(beam.DoFn):
     """Per shard: pass each element, or tag it late, by the watermark learned from a timer."""
 
     LATE = "late"
-    # (known watermark ms | None, newest event time seen ms, armed timer ms | None)
+    # (known watermark ms | None, newest event time seen ms, armed timer ms | None, Pace | None)
     CLOCK = ReadModifyWriteStateSpec("clock", PickleCoder())
     TICK = TimerSpec("tick", TimeDomain.WATERMARK)
 
@@ -233,7 +238,7 @@ class _DropLateFn(beam.DoFn):
     ) -> Iterator[Any]:
         _, value = element
         t = self._time_of(value)
-        known, newest, armed = clock.read() or (None, None, None)
+        known, newest, armed, pace = clock.read() or (None, None, None, None)
         if known is not None and t < known - self._lateness_ms:
             yield beam.pvalue.TaggedOutput(self.LATE, (value, known))
         else:
@@ -243,7 +248,7 @@ class _DropLateFn(beam.DoFn):
             # First element (the watermark passes its own time eventually) or a restart.
             armed = t if known is None else known + self._tick_ms
             tick.set(Timestamp(micros=armed * 1000))
-        clock.write((known, newest, armed))
+        clock.write((known, newest, armed, pace))
 
     @on_timer(TICK)
     def _tick(
@@ -252,13 +257,19 @@ class _DropLateFn(beam.DoFn):
         clock=beam.DoFn.StateParam(CLOCK),
         tick=beam.DoFn.TimerParam(TICK),
     ) -> Iterator[Any]:
-        _, newest, _ = clock.read() or (None, None, None)
+        _, newest, _, pace = clock.read() or (None, None, None, None)
         known = fired.micros // 1000
         armed = None
         if newest is not None and known <= newest + self._lateness_ms:
-            armed = known + self._tick_ms
+            # Up to the newest event's tick first (never past it: an event from the future
+            # must not make the check coarse), then on until L past it.
+            newest_tick = newest - newest % self._tick_ms
+            furthest = (
+                newest_tick if known < newest_tick else newest + self._lateness_ms + self._tick_ms
+            )
+            armed, pace = next_wake(known, known + 1, furthest, self._tick_ms, pace)
             tick.set(Timestamp(micros=armed * 1000))
-        clock.write((known, newest, armed))
+        clock.write((known, newest, armed, pace))
         yield from ()
 
 
