@@ -135,7 +135,11 @@ def test_streaming_rows_are_revised_per_pane_and_end_at_the_batch_rows():
         .advance_watermark_to_infinity()
     )
     opts = WindowingOptions(
-        "streaming", early_firing_seconds=30, late_check_shards=1, watermark_tick_seconds=3600
+        "streaming",
+        confirm_panes=False,
+        early_firing_seconds=30,
+        late_check_shards=1,
+        watermark_tick_seconds=3600,
     )
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True

@@ -621,3 +621,31 @@ def test_arrow_input_gives_the_same_levels_and_dead_letters_invalid_rows():
 def test_arrow_input_is_batch_only():
     with pytest.raises(ValueError):
         UpdateStockLedger("streaming", input_format="arrow")
+
+
+def test_a_firing_counts_only_once_its_confirmation_time_has_passed(monkeypatch):
+    """Streaming on a real runner: elements held by the early trigger get time to land."""
+    import retail_backbone.transforms.inventory.ledger as ledger_module
+
+    fn = _ShardLedgerFn("test", fold_delay_ms=L_MS, fold_step_ms=60_000, confirm_seconds=6)
+    clock = [1000.0]
+    monkeypatch.setattr(ledger_module.time, "time", lambda: clock[0])
+
+    horizon, firings = fn._horizon(T0, ())
+    assert horizon < T0  # nothing confirmed yet
+    clock[0] += 3
+    horizon, firings = fn._horizon(T0 + 5_000, firings)
+    assert horizon < T0
+    clock[0] += 4  # the first firing is now 7 s old, the second 4 s
+    horizon, firings = fn._horizon(T0 + 9_000, firings)
+    assert horizon == T0
+    assert [t for t, _ in firings] == [T0, T0 + 5_000, T0 + 9_000]
+    clock[0] += 10
+    horizon, firings = fn._horizon(T0 + 20_000, firings)
+    assert horizon == T0 + 9_000
+    assert [t for t, _ in firings] == [T0 + 9_000, T0 + 20_000]  # older confirmed ones dropped
+
+
+def test_without_confirmation_the_firing_itself_is_the_horizon():
+    fn = _ShardLedgerFn("test", fold_delay_ms=L_MS, fold_step_ms=60_000)
+    assert fn._horizon(T0, ()) == (T0, ())

@@ -57,6 +57,7 @@ def _adjusted(t, delta, reason="RECEIPT"):
 def test_streaming_ledger_early_panes_late_corrections_and_data_beyond_the_lateness():
     opts = WindowingOptions(
         "streaming",
+        confirm_panes=False,
         early_firing_seconds=10,
         allowed_lateness_seconds=3600,
         late_check_shards=1,
@@ -199,6 +200,7 @@ def test_batch_and_streaming_give_the_same_final_state_on_generated_data():
 
     opts = WindowingOptions(
         "streaming",
+        confirm_panes=False,
         early_firing_seconds=60,
         allowed_lateness_seconds=12 * 3600,
         late_check_shards=1,

@@ -151,6 +151,7 @@ def test_batch_alerts_with_thresholds_from_the_forecast_and_counters():
 def test_settle_must_not_exceed_the_fold_delay():
     opts = WindowingOptions(
         "streaming",
+        confirm_panes=False,
         allowed_lateness_seconds=600,
         watermark_tick_seconds=60,
         early_firing_seconds=10,

@@ -51,6 +51,7 @@ TIMING = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}
 def test_early_on_time_and_late_panes_and_data_beyond_the_lateness():
     opts = WindowingOptions(
         "streaming",
+        confirm_panes=False,
         early_firing_seconds=10,
         allowed_lateness_seconds=300,
         late_check_shards=1,
@@ -185,3 +186,47 @@ def test_the_dead_letter_payload_decodes_back_to_the_same_event():
 def test_invalid_options_fail_at_construction(kwargs):
     with pytest.raises(ValueError):
         WindowingOptions(**kwargs)
+
+
+class _Cell:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+
+class _Timer:
+    def __init__(self):
+        self.at = None
+
+    def set(self, timestamp):
+        self.at = timestamp.micros // 1000
+
+
+def test_past_the_data_the_late_check_holds_its_output_for_a_while_then_lets_go(monkeypatch):
+    """Re-arming just after the firing keeps a watermark hold; after hold_seconds it stops."""
+    import retail_backbone.transforms.inventory.windowing as windowing_module
+    from retail_backbone.transforms.inventory.windowing import _DropLateFn
+
+    clock = [100.0]
+    monkeypatch.setattr(windowing_module.time, "time", lambda: clock[0])
+    fn = _DropLateFn(lateness_ms=3_600_000, tick_ms=60_000, time_of=lambda t: t, hold_seconds=5)
+    state, timer = _Cell(), _Timer()
+    t0 = 1_764_000_000_000
+    assert list(fn.process((0, t0), state, timer)) == [t0]
+    firings = 0
+    while timer.at is not None and firings < 10_000:
+        at, timer.at = timer.at, None
+        list(fn._tick(Timestamp(micros=at * 1000), state, timer))
+        firings += 1
+        if at > t0 + 3_600_000:
+            clock[0] += 1.0  # one bundle per firing while holding
+    known = state.value[0]
+    assert t0 + 3_600_000 < known < t0 + 3_600_000 + 60_000 + 10  # held 1 ms at a time
+    assert 5 <= firings < 40  # doubling up to the end of the data, then the 5 s hold
+    # A new element ends the hold and is judged by the known watermark.
+    assert list(fn.process((0, t0 + 4_000_000), state, timer)) == [t0 + 4_000_000]

@@ -94,6 +94,7 @@ def test_streaming_final_state_equals_batch():
     stream = stream.advance_watermark_to_infinity()
     opts = WindowingOptions(
         "streaming",
+        confirm_panes=False,
         early_firing_seconds=30,
         allowed_lateness_seconds=6 * 3600,
         late_check_shards=1,

@@ -56,6 +56,7 @@ def test_a_late_event_merges_two_sessions_into_one():
     )
     opts = WindowingOptions(
         "streaming",
+        confirm_panes=False,
         early_firing_seconds=10,
         allowed_lateness_seconds=3 * 3600,
         late_check_shards=1,

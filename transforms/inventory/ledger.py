@@ -71,6 +71,7 @@ clamp, and counted (``inventory_ledger/movements_after_fold``).
 
 from __future__ import annotations
 
+import time
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
@@ -590,7 +591,8 @@ class _ShardLedgerFn(beam.DoFn):
 
     LEDGERS = ReadModifyWriteStateSpec("ledgers", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
-    PACE = ReadModifyWriteStateSpec("pace", PickleCoder())  # timer_pacing.Pace of the FOLD loop
+    # (timer_pacing.Pace of the FOLD loop, recent firings as (event ms, wall s)), see ``_fold``.
+    PACE = ReadModifyWriteStateSpec("pace", PickleCoder())
     FOLD = TimerSpec("fold", TimeDomain.WATERMARK)
 
     def __init__(
@@ -601,9 +603,11 @@ class _ShardLedgerFn(beam.DoFn):
         track_state: bool = False,
         settle_ms: int = 0,
         default_reorder_point: float = 0.0,
+        confirm_seconds: float = 0.0,
     ) -> None:
         if track_state and settle_ms > fold_delay_ms:
             raise ValueError("settle_ms must not exceed fold_delay_ms")
+        self._confirm_seconds = confirm_seconds
         self._fold_delay_ms = fold_delay_ms
         self._fold_step_ms = fold_step_ms
         self._track_state = track_state
@@ -693,8 +697,10 @@ class _ShardLedgerFn(beam.DoFn):
         fold=beam.DoFn.TimerParam(FOLD),
     ) -> Iterator[Any]:
         now = fired.micros // 1000
-        final_upto = now - self._fold_delay_ms  # movements up to here can no longer change
-        settled_upto = now - self._settle_ms
+        pace, firings = pace_state.read() or (None, ())
+        horizon, firings = self._horizon(now, firings)
+        final_upto = horizon - self._fold_delay_ms  # movements up to here can no longer change
+        settled_upto = horizon - self._settle_ms
         book: dict[Key, list] = ledgers.read() or {}
         soonest = latest = None
         clamped = 0
@@ -740,11 +746,34 @@ class _ShardLedgerFn(beam.DoFn):
         if soonest is not None:
             # Never at or before the firing time; further ahead while the watermark is ahead
             # (a backlog): one wake per fold step through days of history would stall Flink.
-            at, pace = next_wake(
-                now, max(soonest, now + 1), latest, self._fold_step_ms, pace_state.read()
-            )
+            # Work behind the horizon may be due already: wake again soon (next bundle).
+            at, pace = next_wake(now, max(soonest, now + 1), latest, self._fold_step_ms, pace)
             self._arm(fold, armed_state, at, None)
-            pace_state.write(pace)
+        pace_state.write((pace, firings))
+
+    def _horizon(
+        self, now: int, firings: tuple[tuple[int, float], ...]
+    ) -> tuple[int, tuple[tuple[int, float], ...]]:
+        """The event time up to which this shard has all its input, and the firings to keep.
+
+        The watermark does not cover elements waiting in the grouping before this step: its
+        early trigger holds them up to one firing interval of processing time, while the
+        watermark moves on (hours per second in a backlog). Elements that were behind the
+        watermark when they got there (reorder points: a daily window's output) cannot even
+        hold it. So a firing's time counts only once ``confirm_seconds`` of wall time have
+        passed since it fired: by then everything the watermark covered at that firing has
+        left the grouping and is in this state. With ``confirm_seconds`` 0 (the batch-like
+        unit harness, the DirectRunner's TestStream) the firing time itself counts.
+        """
+        if self._confirm_seconds <= 0:
+            return now, ()
+        wall = time.time()
+        firings = (*firings, (now, wall))
+        old_enough = [f for f in firings if wall - f[1] >= self._confirm_seconds]
+        horizon = max((t for t, _ in old_enough), default=_MIN_MS)
+        # Keep the newest confirmed firing and the ones still waiting.
+        keep = tuple(f for f in firings if f[0] >= horizon)
+        return min(horizon, now), keep
 
 
 # -- the transform ----------------------------------------------------------------------------
@@ -880,7 +909,12 @@ class UpdateStockLedger(beam.PTransform):
                 | "GroupPane" >> beam.GroupByKey()
                 | "ApplyToShard"
                 >> beam.ParDo(
-                    _ShardLedgerFn(_NAMESPACE, self._options.fold_delay_seconds * 1000, tick_ms)
+                    _ShardLedgerFn(
+                        _NAMESPACE,
+                        self._options.fold_delay_seconds * 1000,
+                        tick_ms,
+                        confirm_seconds=self._options.confirm_seconds,
+                    )
                 ).with_output_types(StockLevel)
             )
         return LedgerResult(levels=levels, dead_letters=dead)

@@ -224,6 +224,7 @@ class DetectStockouts(beam.PTransform):
                         track_state=True,
                         settle_ms=self._settle_ms,
                         default_reorder_point=self._default_rop,
+                        confirm_seconds=options.confirm_seconds,
                     )
                 )
             )

@@ -49,6 +49,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ class WindowingOptions:
         watermark_tick_seconds: streaming: resolution of the late-data check's watermark
             (one timer per shard per tick of event time); also the step at which the stateful
             ledger folds final movements and emits settled alerts.
+        confirm_panes: streaming: stateful steps after an early-firing grouping count a time
+            as reached only ``confirm_seconds`` of wall time after the watermark passed it
+            (see ``ledger._ShardLedgerFn._horizon``). Turn off only where panes are delivered
+            synchronously with the watermark (the DirectRunner's ``TestStream``).
     """
 
     mode: str
@@ -106,6 +111,7 @@ class WindowingOptions:
     allowed_lateness_seconds: int = 3600
     late_check_shards: int = 16
     watermark_tick_seconds: int = 60
+    confirm_panes: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -124,6 +130,16 @@ class WindowingOptions:
     @property
     def lateness_ms(self) -> int:
         return self.allowed_lateness_seconds * 1000
+
+    @property
+    def confirm_seconds(self) -> float:
+        """Wall time for an early-firing grouping to hand on what the watermark has covered.
+
+        Two firing intervals and two seconds of scheduling slack; 0 when not confirming.
+        """
+        if not (self.streaming and self.confirm_panes):
+            return 0.0
+        return 2 * self.early_firing_seconds + 2.0
 
     @property
     def window_lateness_seconds(self) -> int:
@@ -221,14 +237,22 @@ class _DropLateFn(beam.DoFn):
     """Per shard: pass each element, or tag it late, by the watermark learned from a timer."""
 
     LATE = "late"
-    # (known watermark ms | None, newest event time seen ms, armed timer ms | None, Pace | None)
+    # (known watermark ms | None, newest event time seen ms, armed timer ms | None,
+    #  Pace | None, wall time the hold at the end of the data began | None)
     CLOCK = ReadModifyWriteStateSpec("clock", PickleCoder())
     TICK = TimerSpec("tick", TimeDomain.WATERMARK)
 
-    def __init__(self, lateness_ms: int, tick_ms: int, time_of: Callable[[Any], int]) -> None:
+    def __init__(
+        self,
+        lateness_ms: int,
+        tick_ms: int,
+        time_of: Callable[[Any], int],
+        hold_seconds: float = 0.0,
+    ) -> None:
         self._lateness_ms = lateness_ms
         self._tick_ms = tick_ms
         self._time_of = time_of
+        self._hold_seconds = hold_seconds
 
     def process(
         self,
@@ -238,7 +262,7 @@ class _DropLateFn(beam.DoFn):
     ) -> Iterator[Any]:
         _, value = element
         t = self._time_of(value)
-        known, newest, armed, pace = clock.read() or (None, None, None, None)
+        known, newest, armed, pace, hold_since = clock.read() or (None,) * 5
         if known is not None and t < known - self._lateness_ms:
             yield beam.pvalue.TaggedOutput(self.LATE, (value, known))
         else:
@@ -248,7 +272,7 @@ class _DropLateFn(beam.DoFn):
             # First element (the watermark passes its own time eventually) or a restart.
             armed = t if known is None else known + self._tick_ms
             tick.set(Timestamp(micros=armed * 1000))
-        clock.write((known, newest, armed, pace))
+        clock.write((known, newest, armed, pace, hold_since))
 
     @on_timer(TICK)
     def _tick(
@@ -257,7 +281,7 @@ class _DropLateFn(beam.DoFn):
         clock=beam.DoFn.StateParam(CLOCK),
         tick=beam.DoFn.TimerParam(TICK),
     ) -> Iterator[Any]:
-        _, newest, _, pace = clock.read() or (None, None, None, None)
+        _, newest, _, pace, hold_since = clock.read() or (None,) * 5
         known = fired.micros // 1000
         armed = None
         if newest is not None and known <= newest + self._lateness_ms:
@@ -268,8 +292,20 @@ class _DropLateFn(beam.DoFn):
                 newest_tick if known < newest_tick else newest + self._lateness_ms + self._tick_ms
             )
             armed, pace = next_wake(known, known + 1, furthest, self._tick_ms, pace)
+            hold_since = None
+        elif newest is not None and self._hold_seconds > 0:
+            # Past the data: before letting the watermark go (to the end of time, when a
+            # bounded read ends), hold this step's output here for ``hold_seconds`` of wall
+            # time, re-arming one millisecond on. On portable Flink a watermark jump to the
+            # end has overtaken elements still on their way through later steps (windows then
+            # dropped them as too late); while held, they land within the allowed lateness.
+            now = time.time()
+            hold_since = now if hold_since is None else hold_since
+            if now - hold_since < self._hold_seconds:
+                armed = known + 1
+        if armed is not None:
             tick.set(Timestamp(micros=armed * 1000))
-        clock.write((known, newest, armed, pace))
+        clock.write((known, newest, armed, pace, hold_since))
         yield from ()
 
 
@@ -351,6 +387,7 @@ class DropLateData(beam.PTransform):
                     self._options.lateness_ms,
                     self._options.watermark_tick_seconds * 1000,
                     self._time_of,
+                    hold_seconds=self._options.confirm_seconds,
                 )
             ).with_outputs(_DropLateFn.LATE, main="on_time")
         )
