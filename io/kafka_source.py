@@ -614,7 +614,7 @@ class _WatermarkBoard:
     ) -> None:
         """Record ``key``'s watermark (ms), now that the output behind it is durable."""
         with cls._lock:
-            board = cls._reads.setdefault(read_id, dict.fromkeys(planned, _NOT_STARTED))
+            board = cls._board(read_id, planned)
             board[key] = max(board.get(key, _NOT_STARTED), ms)
 
     @classmethod
@@ -623,8 +623,15 @@ class _WatermarkBoard:
     ) -> int:
         """``ms`` capped by every other partition's durable watermark."""
         with cls._lock:
-            board = cls._reads.setdefault(read_id, dict.fromkeys(planned, _NOT_STARTED))
+            board = cls._board(read_id, planned)
             return min([ms, *(v for k, v in board.items() if k != key)])
+
+    @classmethod
+    def _board(
+        cls, read_id: str, planned: frozenset[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """The read's entries (call with the lock held); planned partitions start unreported."""
+        return cls._reads.setdefault(read_id, dict.fromkeys(planned, _NOT_STARTED))
 
 
 _REJECT_CODES: frozenset[str] = frozenset(

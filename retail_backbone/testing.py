@@ -23,6 +23,8 @@ from retail_backbone.io.dead_letters import Origin
 from retail_backbone.io.events import Event
 
 __all__ = [
+    "StateCell",
+    "TimerRecorder",
     "collect",
     "inventory_bigtable_levels",
     "inventory_postgres_state",
@@ -199,3 +201,36 @@ def shuffled_within(events: list[dict], max_shift_ms: int, seed: int) -> list[di
 
     rng = random.Random(seed)
     return sorted(events, key=lambda e: e["envelope"]["event_time"] + rng.randrange(max_shift_ms))
+
+
+class StateCell:
+    """A value cell with the interface of Beam's ReadModifyWriteState.
+
+    For driving a stateful ``DoFn``'s ``process`` and timer callbacks directly in unit tests.
+    """
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def read(self) -> Any:
+        return self.value
+
+    def write(self, value: Any) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+
+class TimerRecorder:
+    """A timer with the interface of Beam's timer parameter: keeps the time it is set to (ms)."""
+
+    def __init__(self) -> None:
+        self.at: int | None = None
+        self.fired = 0  # for harnesses that fire it: how often they did
+
+    def set(self, timestamp: Any) -> None:
+        self.at = timestamp.micros // 1000
+
+    def clear(self) -> None:
+        self.at = None

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from retail_backbone.generator import GeneratorConfig, generate_events
 from retail_backbone.io.dead_letters import DeadLetter, Origin
 from retail_backbone.io.events import event_from_record
-from retail_backbone.testing import make_event
+from retail_backbone.testing import StateCell, TimerRecorder, make_event
 from retail_backbone.transforms.inventory.ledger import (
     _EMPTY,
     COUNT,
@@ -263,40 +263,12 @@ def test_counts_reset_on_hand(before, quantity, t_count, after):
 # -- streaming state, driven directly -------------------------------------------------------------
 
 
-class _Cell:
-    """A value cell with the interface of Beam's ReadModifyWriteState."""
-
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def clear(self):
-        self.value = None
-
-
-class _Timer:
-    def __init__(self):
-        self.at = None
-        self.fired = 0
-
-    def set(self, timestamp):
-        self.at = timestamp.micros // 1000
-
-    def clear(self):
-        self.at = None
-
-
 def run_shard(fn, arrivals, panes, watermarks, fired=None):
     """Feed ``arrivals`` pane by pane, firing the fold timer as the watermark passes it.
 
     ``fired``: a list that receives the number of timer firings.
     """
-    ledgers, armed, pace, timer = _Cell(), _Cell(), _Cell(), _Timer()
+    ledgers, armed, pace, timer = StateCell(), StateCell(), StateCell(), TimerRecorder()
     out = []
 
     def fire_due(watermark):

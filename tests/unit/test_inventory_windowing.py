@@ -13,7 +13,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from retail_backbone.generator import contracts
 from retail_backbone.io.events import record_from_json
-from retail_backbone.testing import make_event
+from retail_backbone.testing import StateCell, TimerRecorder, make_event
 from retail_backbone.transforms.inventory.windowing import (
     WindowForMode,
     WindowingOptions,
@@ -188,25 +188,6 @@ def test_invalid_options_fail_at_construction(kwargs):
         WindowingOptions(**kwargs)
 
 
-class _Cell:
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-
-class _Timer:
-    def __init__(self):
-        self.at = None
-
-    def set(self, timestamp):
-        self.at = timestamp.micros // 1000
-
-
 def test_past_the_data_the_late_check_holds_its_output_for_a_while_then_lets_go(monkeypatch):
     """Re-arming just after the firing keeps a watermark hold; after hold_seconds it stops."""
     import retail_backbone.transforms.inventory.windowing as windowing_module
@@ -215,7 +196,7 @@ def test_past_the_data_the_late_check_holds_its_output_for_a_while_then_lets_go(
     clock = [100.0]
     monkeypatch.setattr(windowing_module.time, "time", lambda: clock[0])
     fn = _DropLateFn(lateness_ms=3_600_000, tick_ms=60_000, time_of=lambda t: t, hold_seconds=5)
-    state, timer = _Cell(), _Timer()
+    state, timer = StateCell(), TimerRecorder()
     t0 = 1_764_000_000_000
     assert list(fn.process((0, t0), state, timer)) == [t0]
     firings = 0
