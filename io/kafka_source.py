@@ -460,6 +460,12 @@ class KafkaIOOptions(PipelineOptions):
             help="Kafka read engine: python (splittable DoFn, default on Prism and the direct "
             "runner) or java (Beam's Java KafkaIO, default and only choice on Flink).",
         )
+        parser.add_argument(
+            "--kafka_expansion_service",
+            default=None,
+            help="host:port of the Java expansion service that expands KafkaIO (java engine): "
+            f"the Flink job server's expansion port. Default {DEFAULT_EXPANSION_SERVICE}.",
+        )
 
 
 def kafka_io_args(engine: Engine) -> list[str]:
@@ -1149,7 +1155,8 @@ class ReadFromKafkaEvents(beam.PTransform):
             elsewhere.
         consumer_config: Extra consumer settings (librdkafka names for python, Java client names
             for java).
-        expansion_service: The Java expansion service (java engine).
+        expansion_service: The Java expansion service (java engine); default
+            ``--kafka_expansion_service``, else ``DEFAULT_EXPANSION_SERVICE``.
         checkpoint_every: Seconds a python reader keeps one partition before it checkpoints.
         align_watermarks: Python engine: every partition reports the minimum watermark over all
             partitions of the read in its worker process (see ``_WatermarkBoard``: Prism needs
@@ -1170,7 +1177,7 @@ class ReadFromKafkaEvents(beam.PTransform):
         discover_partitions_every: float | None = 30.0,
         engine: Engine | None = None,
         consumer_config: Mapping[str, Any] | None = None,
-        expansion_service: str = DEFAULT_EXPANSION_SERVICE,
+        expansion_service: str | None = None,
         checkpoint_every: float = 1.0,
         align_watermarks: bool = True,
         launch_timeout: float = 10.0,
@@ -1298,7 +1305,11 @@ class ReadFromKafkaEvents(beam.PTransform):
             commit_offset_in_finalize=bool(self._commit and self._group_id),
             timestamp_policy=ReadFromKafka.create_time_policy,
             with_metadata=True,
-            expansion_service=_EmbeddedJavaExpansionService(self._expansion_service),
+            expansion_service=_EmbeddedJavaExpansionService(
+                self._expansion_service
+                or pbegin.pipeline.options.view_as(KafkaIOOptions).kafka_expansion_service
+                or DEFAULT_EXPANSION_SERVICE
+            ),
         )
         return rows | "ToKafkaRecord" >> beam.Map(_row_to_record).with_output_types(KafkaRecord)
 

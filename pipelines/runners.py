@@ -34,4 +34,8 @@ def runner_args(runner: str, cfg: StackConfig) -> list[str]:
         endpoint = f"{cfg.host}:{cfg.port('jobserver')}"
     else:
         raise ValueError(f"unknown runner {runner!r}; choose prism, flink or direct")
-    return ["--runner=PortableRunner", f"--job_endpoint={endpoint}", "--environment_type=LOOPBACK"]
+    args = ["--runner=PortableRunner", f"--job_endpoint={endpoint}", "--environment_type=LOOPBACK"]
+    if runner == "flink":
+        # The job server's expansion service expands Java KafkaIO (the Flink Kafka engine).
+        args.append(f"--kafka_expansion_service={cfg.host}:{cfg.port('jobserver_expansion')}")
+    return args

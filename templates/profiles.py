@@ -49,6 +49,7 @@ _ENVIRONMENTS = ("LOOPBACK", "EXTERNAL", "DOCKER", "PROCESS")
 _TOP = {
     "description": (str, True),
     "job_endpoint": (str, True),
+    "kafka_expansion_service": (str, False),
     "flink_master": (str, True),
     "parallelism": (int, True),
     "max_parallelism": (int, False),
@@ -69,6 +70,7 @@ _TABLES = {
 # Profile key -> Beam option name.
 _OPTION = {
     "job_endpoint": "job_endpoint",
+    "kafka_expansion_service": "kafka_expansion_service",
     "flink_master": "flink_master",
     "parallelism": "parallelism",
     "max_parallelism": "max_parallelism",
