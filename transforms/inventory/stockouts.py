@@ -36,10 +36,11 @@ threshold movements), never from the order of panes.
   and a revised change dated before one already emitted is not emitted.
 
 Alerts are emitted when the fold timer fires, which wakes at most once per
-``watermark_tick_seconds`` of event time per shard: that is the streaming alert latency on top of
-``settle_seconds``. The reorder point of a day arrives when its daily window fires, so with a
-small ``settle_seconds`` a change just after midnight may be judged with the previous day's
-threshold.
+``watermark_tick_seconds`` of event time per shard, and a firing counts only once
+``WindowingOptions.confirm_seconds`` of wall time have passed (``ledger._ShardLedgerFn._horizon``):
+that is the streaming alert latency on top of ``settle_seconds``. The reorder point of a day
+arrives when its daily window fires, so with a small ``settle_seconds`` a change just after
+midnight may be judged with the previous day's threshold.
 """
 
 from __future__ import annotations
