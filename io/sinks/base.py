@@ -11,7 +11,8 @@ contract, the same for every store:
   newer than the stored one, so a replay or an out-of-order retry never moves state backwards
   and never double-counts. Rows that lose are counted as ``skipped_stale``. Within one batch only
   the newest row per key is sent (the others are ``skipped_stale`` too); equal versions are
-  broken by the row's JSON so the choice does not depend on arrival order.
+  broken by the writer's ``tiebreak`` (e.g. the evidence a row carries), then by the row's JSON,
+  so the choice does not depend on arrival order and agrees with the store's own guard.
 * **Transient errors are retried** with exponential backoff and jitter (tenacity), per batch.
 * **A circuit breaker** (``CircuitBreaker``) counts batches that still failed after their
   retries. After ``breaker_threshold`` of them in a row it opens: rows go straight to dead letters
@@ -311,6 +312,10 @@ class BatchWriter(abc.ABC):
     def version(self, row: Any) -> int:
         """The row's version (an integer; raises for a row that has none)."""
 
+    def tiebreak(self, row: Any) -> int:
+        """What decides between two rows of one version (higher wins); 0 when nothing does."""
+        return 0
+
     def open(self) -> None:  # noqa: B027 - optional hook
         """Build clients (called in ``setup()``); connecting may be left to ``write``."""
 
@@ -562,32 +567,34 @@ class BatchGuard:
         return sorted(rejected, key=lambda r: r.position)
 
     def _newest_per_key(self, rows: Sequence[Any], rejected: list[Rejected]) -> list[int]:
-        """One position per key: newest version (first for insert-if-absent); others stale."""
-        best: dict[tuple, tuple[int, int]] = {}
+        """One position per key: highest rank (lowest for insert-if-absent); others stale."""
+        best: dict[tuple, tuple[tuple[int, int], int]] = {}
         stale = 0
         for pos, row in enumerate(rows):
             try:
                 key = self.writer.key(row)
-                version = checked_version(self.writer.version(row))
+                rank = (checked_version(self.writer.version(row)), self.writer.tiebreak(row))
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 rejected.append(Rejected(pos, type(exc).__name__, str(exc), exc))
                 continue
             if key not in best:
-                best[key] = (version, pos)
+                best[key] = (rank, pos)
                 continue
             stale += 1
-            kept_version, kept = best[key]
-            if self._beats(version, row, kept_version, rows[kept]):
-                best[key] = (version, pos)
+            kept_rank, kept = best[key]
+            if self._beats(rank, row, kept_rank, rows[kept]):
+                best[key] = (rank, pos)
         self.counters.inc("skipped_stale", stale)
         return sorted(pos for _, pos in best.values())
 
-    def _beats(self, version: int, row: Any, kept_version: int, kept: Any) -> bool:
-        if version == kept_version:
-            # Same version, different content: decide by content, never by arrival order.
+    def _beats(
+        self, rank: tuple[int, int], row: Any, kept_rank: tuple[int, int], kept: Any
+    ) -> bool:
+        """``(version, tiebreak)`` decides; equal ranks go by content, never by arrival order."""
+        if rank == kept_rank:
             mine, theirs = _content(row), _content(kept)
             return mine < theirs if self.writer.insert_if_absent else mine > theirs
-        return version < kept_version if self.writer.insert_if_absent else version > kept_version
+        return rank < kept_rank if self.writer.insert_if_absent else rank > kept_rank
 
     def _attempt(self, rows: Sequence[Any], positions: list[int], rejected: list) -> None:
         probe = self.breaker.state is BreakerState.HALF_OPEN

@@ -298,6 +298,9 @@ class _BigtableWriter(BatchWriter):
     def version(self, row: Any) -> int:
         return field_of(row, self._spec.version)
 
+    def tiebreak(self, row: Any) -> int:
+        return field_of(row, self._spec.tiebreak) if self._spec.tiebreak else 0
+
     def record_id(self, row: Any) -> str:
         return f"{self.target}/{self._spec.row_key(row).decode()}@{self.version(row)}"
 
@@ -375,8 +378,7 @@ class _BigtableWriter(BatchWriter):
 
     def _rank(self, row: Any) -> tuple[int, int]:
         """What orders two rows of one key: (version, tie-breaker or 0)."""
-        tiebreak = field_of(row, self._spec.tiebreak) if self._spec.tiebreak else 0
-        return (self.version(row), tiebreak)
+        return (self.version(row), self.tiebreak(row))
 
     def _stored_versions(self, keys: list[bytes]) -> dict[bytes, tuple[int, int]]:
         from google.cloud.bigtable.row_set import RowSet

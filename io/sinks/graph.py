@@ -250,6 +250,9 @@ class _GraphWriter(BatchWriter):
     def version(self, row: Any) -> int:
         return field_of(row, "version")
 
+    def tiebreak(self, row: Any) -> int:
+        return field_of(row, "total") if self._kind == "edges" else 0
+
     def open(self) -> None:
         from neo4j import exceptions as nx
 

@@ -402,6 +402,9 @@ class _PostgresWriter(BatchWriter):
     def version(self, row: Any) -> int:
         return field_of(row, self._spec.version)
 
+    def tiebreak(self, row: Any) -> int:
+        return field_of(row, self._spec.tiebreak) if self._spec.tiebreak else 0
+
     def open(self) -> None:
         # Resolved here so a missing secret fails setup() (a configuration error), not a batch.
         self._dsn = resolve_secret(self._dsn_ref)

@@ -335,6 +335,25 @@ def test_only_the_newest_version_per_key_is_sent_whatever_the_arrival_order():
     assert sent == {(Row("a", 3, 3), Row("b", 5, 2))}
 
 
+class EvidenceStore(FakeStore):
+    """Rows of one version rank by ``qty`` (the evidence they carry), like related products."""
+
+    def tiebreak(self, row):
+        return row.qty
+
+
+def test_equal_versions_in_one_batch_are_decided_by_the_writers_tiebreak_not_by_content():
+    # Two panes of one key with one version: the later one carries more evidence. By content
+    # alone ("qty":98 sorts after "qty":193) the poorer row would be sent.
+    poorer, richer = Row("a", 98, 7), Row("a", 193, 7)
+    for batch in ([poorer, richer], [richer, poorer]):
+        store = EvidenceStore()
+        guard, _ = guard_for(store)
+        assert guard.write(batch) == []
+        assert store.data == {"a": richer}
+        assert guard.counters.totals["skipped_stale"] == 1
+
+
 def test_insert_if_absent_keeps_the_first_version_and_counts_the_rest_as_skipped():
     store = FakeStore(insert_if_absent=True)
     guard, _ = guard_for(store)
