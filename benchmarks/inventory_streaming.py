@@ -87,6 +87,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="how long to produce")
     parser.add_argument("--drain_timeout", type=float, default=120)
     parser.add_argument(
+        "--sdk_cache_mb",
+        type=int,
+        default=None,
+        help="the SDK harness's state and side-input cache (--max_cache_memory_usage_mb); "
+        "default: what runner_args sets",
+    )
+    parser.add_argument(
         "--max_bundle_time_ms",
         type=int,
         default=1000,
@@ -122,6 +129,8 @@ def main() -> None:
         f"--bootstrap_servers={bootstrap}",
         f"--registry_url={registry}",
     ]
+    if args.sdk_cache_mb is not None:
+        argv.append(f"--max_cache_memory_usage_mb={args.sdk_cache_mb}")
     opts = inventory.InventoryOptions(argv)
     inventory.check_options(opts)
     opts.view_as(StandardOptions).streaming = True

@@ -202,6 +202,13 @@ def main() -> None:
         help="LOOPBACK SDK worker in its own process or inside this one",
     )
     parser.add_argument(
+        "--sdk_cache_mb",
+        type=int,
+        default=None,
+        help="the SDK harness's state and side-input cache (--max_cache_memory_usage_mb); "
+        "default: what runner_args sets",
+    )
+    parser.add_argument(
         "--max_bundle_time_ms",
         type=int,
         default=1000,
@@ -255,6 +262,8 @@ def main() -> None:
         f"--neo4j_uri={uri}",
         f"--pii_hash_key=env:{HASH_KEY_ENV}",
     ]
+    if args.sdk_cache_mb is not None:
+        argv.append(f"--max_cache_memory_usage_mb={args.sdk_cache_mb}")
     if args.worker == "process":
         argv.append("--experiments=use_loopback_process_worker")
         # The worker pool starts ``python`` from PATH: this interpreter's (the venv's).

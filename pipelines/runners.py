@@ -13,6 +13,7 @@ job server in front of the Flink session cluster); the Python SDK harness runs i
 from __future__ import annotations
 
 from retail_backbone.stack.config import StackConfig
+from retail_backbone.templates.profiles import load_profile
 
 __all__ = ["RUNNER_COMPONENTS", "runner_args"]
 
@@ -38,4 +39,7 @@ def runner_args(runner: str, cfg: StackConfig) -> list[str]:
     if runner == "flink":
         # The job server's expansion service expands Java KafkaIO (the Flink Kafka engine).
         args.append(f"--kafka_expansion_service={cfg.host}:{cfg.port('jobserver_expansion')}")
+        # The SDK harness's state cache, as the `local` Flink profile sets it (see there why).
+        cache_mb = load_profile("local").settings.get("sdk_cache_mb", 0)
+        args.append(f"--max_cache_memory_usage_mb={cache_mb}")
     return args

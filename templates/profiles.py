@@ -56,6 +56,7 @@ _TOP = {
     "environment_type": (str, True),
     "environment_config": (str, False),
     "sdk_worker_parallelism": (int, False),
+    "sdk_cache_mb": (int, False),
 }
 _TABLES = {
     "checkpointing": {
@@ -77,6 +78,7 @@ _OPTION = {
     "environment_type": "environment_type",
     "environment_config": "environment_config",
     "sdk_worker_parallelism": "sdk_worker_parallelism",
+    "sdk_cache_mb": "max_cache_memory_usage_mb",
     "checkpointing.interval_ms": "checkpointing_interval",
     "checkpointing.mode": "checkpointing_mode",
     "checkpointing.timeout_ms": "checkpoint_timeout_millis",

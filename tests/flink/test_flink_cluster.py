@@ -40,6 +40,7 @@ def test_word_count_runs_on_flink_and_the_job_finishes(stack, tmp_path):
         f"--job_endpoint=127.0.0.1:{cfg.port('jobserver')}",
         "--environment_type=LOOPBACK",
         f"--kafka_expansion_service=127.0.0.1:{cfg.port('jobserver_expansion')}",
+        "--max_cache_memory_usage_mb=256",
     ]
     out = tmp_path / "counts"
     words = ["the", "quick", "fox", "and", "the", "lazy", "dog", "and", "the", "cat"]
