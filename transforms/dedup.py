@@ -19,7 +19,8 @@ state once per element, the slowest design on the portable runners (DESIGN.md: ~
 100k keys). Copies of one event carry the same event time, so keying by ``hash(event_id) %
 shards`` and ``event_time // bucket`` still puts every copy under one key, and a bucket's state
 expires as a whole. Every key a bundle touches costs a fixed ~1 ms in the Python SDK (its state
-cache weighs each write with ``objsize``, which scans all loaded modules), so keys must be few:
+cache weighs each write with ``objsize``, which scans all loaded modules; the ids are a
+``SeenIds``, weighed in O(1), see ``transforms/state_values.py``), so keys must be few:
 4 shards x 1 h buckets replays three days of history at ~20k events/s on the direct runner,
 where 8 x 5 min ran at ~3k. Within a key, ids live in an open set plus sealed chunks so a bundle
 writes only its new ids (see ``_StreamingDedupFn``). Memory: the ids of ``ttl / bucket + 1``
@@ -35,7 +36,6 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
-from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -46,6 +46,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from retail_backbone.io.events import Event
+from retail_backbone.transforms.state_values import SeenIds
 
 __all__ = ["DeduplicateEvents"]
 
@@ -98,28 +99,6 @@ class _EmitKeptFn(beam.DoFn):
         if seen > 1:
             self._duplicates.inc(seen - 1)
         yield beam.window.TimestampedValue(event, event.event_time_ms / 1000.0)
-
-
-class SeenIds(set, CacheAware):
-    """The ids of one state cell, weighed for the SDK's state cache in O(1).
-
-    The Python SDK weighs every value it caches with ``objsize``, which walks the whole object
-    graph (every id string) plus every loaded module's globals on each state write; that was
-    most of the streaming dedup's CPU. A ``CacheAware`` value stops the walk at itself, and
-    ``__sizeof__`` estimates the set's footprint (table plus ~80-byte id strings) so the cache is
-    still bounded by real memory.
-    """
-
-    _ID_BYTES = 80
-
-    def get_referents_for_cache(self) -> list[Any]:
-        return []
-
-    def __sizeof__(self) -> int:
-        return set.__sizeof__(self) + len(self) * self._ID_BYTES
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (SeenIds, (list(self),))
 
 
 class _StreamingDedupFn(beam.DoFn):

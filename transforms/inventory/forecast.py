@@ -64,6 +64,7 @@ from retail_backbone.transforms.inventory.windowing import (
     event_dead_letter,
     unwindow,
 )
+from retail_backbone.transforms.state_values import ShardBook
 
 __all__ = ["DAY_MS", "ForecastDemand", "ForecastResult", "HoltParams", "holt_rows"]
 
@@ -239,7 +240,7 @@ class _ShardHoltFn(beam.DoFn):
         series=beam.DoFn.StateParam(SERIES),
     ) -> Iterator[DemandForecast]:
         _, (key, (day, units, pane)) = element
-        book: dict = series.read() or {}
+        book: dict = ShardBook(series.read() or {})
         entry = book.get(key)
         if entry is None:
             entry = book[key] = [_START, {}, 0, None]

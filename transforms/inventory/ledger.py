@@ -94,6 +94,7 @@ from retail_backbone.transforms.inventory.windowing import (
     unwindow,
     window_into,
 )
+from retail_backbone.transforms.state_values import ShardBook
 from retail_backbone.transforms.timer_pacing import next_wake
 
 __all__ = [
@@ -647,7 +648,7 @@ class _ShardLedgerFn(beam.DoFn):
         fold=beam.DoFn.TimerParam(FOLD),
     ) -> Iterator[Any]:
         _, pane = element
-        book: dict[Key, list] = ledgers.read() or {}
+        book: dict[Key, list] = ShardBook(ledgers.read() or {})
         touched: dict[Key, list] = {}
         after_fold = 0
         for key, movement in pane:
@@ -701,7 +702,7 @@ class _ShardLedgerFn(beam.DoFn):
         horizon, firings = self._horizon(now, firings)
         final_upto = horizon - self._fold_delay_ms  # movements up to here can no longer change
         settled_upto = horizon - self._settle_ms
-        book: dict[Key, list] = ledgers.read() or {}
+        book: dict[Key, list] = ShardBook(ledgers.read() or {})
         soonest = latest = None
         clamped = 0
         for key, entry in book.items():
