@@ -196,6 +196,13 @@ def main() -> None:
     parser.add_argument("--drain_timeout", type=float, default=120)
     parser.add_argument("--poll_batch", type=int, default=500, help="row keys per Bigtable read")
     parser.add_argument(
+        "--poll_seconds",
+        type=float,
+        default=0.1,
+        help="pause between two polls (each reads every waiting customer's row: the emulator "
+        "shares the job's 2 cores, so polling often slows the job it measures)",
+    )
+    parser.add_argument(
         "--worker",
         choices=("process", "thread"),
         default="process",
@@ -345,7 +352,7 @@ def main() -> None:
                 break
             if produce_end is not None and time.monotonic() - produce_end > args.drain_timeout:
                 break
-            time.sleep(0.1)
+            time.sleep(args.poll_seconds)
         stop.set()
         consumer.join()
     finally:
