@@ -29,7 +29,7 @@ import apache_beam as beam
 import psycopg
 import requests
 from apache_beam.options.pipeline_options import StandardOptions
-from latency import baseline_consumer, percentiles
+from latency import add_flink_tuning, baseline_consumer, flink_tuning_args, percentiles
 
 from retail_backbone import generator as gen
 from retail_backbone.pipelines import inventory
@@ -86,19 +86,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500, help="events/s to produce")
     parser.add_argument("--seconds", type=float, default=30, help="how long to produce")
     parser.add_argument("--drain_timeout", type=float, default=120)
-    parser.add_argument(
-        "--sdk_cache_mb",
-        type=int,
-        default=None,
-        help="the SDK harness's state and side-input cache (--max_cache_memory_usage_mb); "
-        "default: what runner_args sets",
-    )
-    parser.add_argument(
-        "--max_bundle_time_ms",
-        type=int,
-        default=1000,
-        help="Flink runner: longest a bundle stays open (Beam's default is 1000)",
-    )
+    add_flink_tuning(parser)
     args = parser.parse_args()
 
     cfg = StackConfig.load()
@@ -122,15 +110,13 @@ def main() -> None:
         "--mode=streaming",
         f"--topics={topic}",
         "--early_firing_seconds=1",
-        f"--max_bundle_time_mills={args.max_bundle_time_ms}",
+        *flink_tuning_args(args),
         "--sinks=postgres,bigtable",
         f"--postgres_dsn={dsn}",
         f"--table_suffix={suffix}",
         f"--bootstrap_servers={bootstrap}",
         f"--registry_url={registry}",
     ]
-    if args.sdk_cache_mb is not None:
-        argv.append(f"--max_cache_memory_usage_mb={args.sdk_cache_mb}")
     opts = inventory.InventoryOptions(argv)
     inventory.check_options(opts)
     opts.view_as(StandardOptions).streaming = True

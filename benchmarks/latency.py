@@ -1,7 +1,9 @@
-"""Shared by the streaming benchmarks: latency percentiles and the plain-consumer baseline."""
+"""Shared by the streaming benchmarks: latency percentiles, the plain-consumer baseline, and the
+Flink tuning options both take."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import threading
 import time
@@ -39,3 +41,28 @@ def baseline_consumer(
                     out.append(time.time() * 1000 - msg.timestamp()[1])
     finally:
         consumer.close()
+
+
+def add_flink_tuning(parser: argparse.ArgumentParser) -> None:
+    """``--max_bundle_time_ms`` and ``--sdk_cache_mb``: the Flink knobs the benchmarks compare."""
+    parser.add_argument(
+        "--max_bundle_time_ms",
+        type=int,
+        default=1000,
+        help="Flink runner: longest a bundle stays open (Beam's default is 1000)",
+    )
+    parser.add_argument(
+        "--sdk_cache_mb",
+        type=int,
+        default=None,
+        help="the SDK harness's state and side-input cache (--max_cache_memory_usage_mb); "
+        "default: what runner_args sets",
+    )
+
+
+def flink_tuning_args(args: argparse.Namespace) -> list[str]:
+    """The job options for what ``add_flink_tuning`` parsed."""
+    out = [f"--max_bundle_time_mills={args.max_bundle_time_ms}"]
+    if args.sdk_cache_mb is not None:
+        out.append(f"--max_cache_memory_usage_mb={args.sdk_cache_mb}")
+    return out

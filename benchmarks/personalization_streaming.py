@@ -50,7 +50,7 @@ import apache_beam as beam
 import requests
 from apache_beam.options.pipeline_options import StandardOptions
 from confluent_kafka.admin import AdminClient
-from latency import baseline_consumer, percentiles
+from latency import add_flink_tuning, baseline_consumer, flink_tuning_args, percentiles
 
 from retail_backbone import generator as gen
 from retail_backbone.pipelines import personalization
@@ -208,19 +208,7 @@ def main() -> None:
         default="process",
         help="LOOPBACK SDK worker in its own process or inside this one",
     )
-    parser.add_argument(
-        "--sdk_cache_mb",
-        type=int,
-        default=None,
-        help="the SDK harness's state and side-input cache (--max_cache_memory_usage_mb); "
-        "default: what runner_args sets",
-    )
-    parser.add_argument(
-        "--max_bundle_time_ms",
-        type=int,
-        default=1000,
-        help="Flink runner: longest a bundle stays open (Beam's default is 1000)",
-    )
+    add_flink_tuning(parser)
     parser.add_argument(
         "--sinks",
         default="bigtable,graph",
@@ -261,7 +249,7 @@ def main() -> None:
         "--mode=streaming",
         f"--topics={topic},{prefix}{CATALOG_TYPE}",
         "--early_firing_seconds=1",
-        f"--max_bundle_time_mills={args.max_bundle_time_ms}",
+        *flink_tuning_args(args),
         f"--table_suffix={suffix}",
         f"--sinks={args.sinks}",
         f"--bootstrap_servers={bootstrap}",
@@ -269,8 +257,6 @@ def main() -> None:
         f"--neo4j_uri={uri}",
         f"--pii_hash_key=env:{HASH_KEY_ENV}",
     ]
-    if args.sdk_cache_mb is not None:
-        argv.append(f"--max_cache_memory_usage_mb={args.sdk_cache_mb}")
     if args.worker == "process":
         argv.append("--experiments=use_loopback_process_worker")
         # The worker pool starts ``python`` from PATH: this interpreter's (the venv's).
