@@ -42,6 +42,7 @@ writes nothing new.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -96,13 +97,15 @@ EVENT_TYPES = (
 TOPICS = tuple(f"retail.{t}" for t in EVENT_TYPES)
 SINKS = ("bigtable", "graph")
 
-#: Served profiles (the only table with PII), keyed by the HMAC of the customer id.
+#: Served profiles (the only table with PII), keyed by the HMAC of the customer id. Its dead
+#: letters carry the PII fields sealed with a key derived from --pii_hash_key (``table_specs``).
 PROFILES_BIGTABLE = BigtableTableSpec(
     name="profiles",
     family="p",
     key=("customer_key",),
     tiebreak="revision",
     row_type=CustomerProfile,
+    sealed=("customer_id", "email", "phone", "address"),
 )
 #: Top-k products per customer, keyed by the same HMAC.
 RECOMMENDATIONS_BIGTABLE = BigtableTableSpec(
@@ -254,9 +257,10 @@ def check_options(opts: PersonalizationOptions) -> None:
 def table_specs(opts: PersonalizationOptions) -> dict[str, BigtableTableSpec]:
     """The Bigtable tables, with ``--table_suffix``."""
     suffix = opts.table_suffix or ""
+    profiles = dataclasses.replace(PROFILES_BIGTABLE, seal_key=opts.pii_hash_key)
     return {
         spec.name: spec.renamed(spec.name + suffix)
-        for spec in (PROFILES_BIGTABLE, RECOMMENDATIONS_BIGTABLE, RELATED_PRODUCTS_BIGTABLE)
+        for spec in (profiles, RECOMMENDATIONS_BIGTABLE, RELATED_PRODUCTS_BIGTABLE)
     }
 
 

@@ -561,6 +561,8 @@ def dlq_replay(
     Sink dead letters (rows a sink step could not write) are written again into that step's
     table. Extra arguments go to the replay job: give the failed run's store options, e.g.
     --table_suffix=_blue or --postgres_dsn=env:PG_DSN (the local stack's are the defaults).
+    Personalization profile letters carry their PII sealed: pass the run's
+    --pii_hash_key=env:VAR to open them (without it they are parked as undecodable).
 
     \b
     Example:

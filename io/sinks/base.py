@@ -336,6 +336,10 @@ class BatchWriter(abc.ABC):
     def display_data(self) -> dict[str, Any]:
         return {"target": self.target}
 
+    def dead_letter_payload(self, row: Any) -> bytes:
+        """The rejected row as a dead letter carries it (``encode_row``; stores may seal fields)."""
+        return _content(row)
+
     def record_id(self, row: Any) -> str:
         """``<table>/<key parts joined by #>@<version>``: the dead letter's event id."""
         return f"{self.target}/{'#'.join(map(str, self.key(row)))}@{self.version(row)}"
@@ -751,7 +755,10 @@ class VersionedWriteFn(beam.DoFn):
         self._rows, self._where = [], []
 
     def _dead_letter(self, row: Any, rejected: Rejected):
-        payload = _content(row)  # JSON; repr when a value is not JSON-able
+        try:
+            payload = self._writer.dead_letter_payload(row)
+        except Exception:  # the letter must still leave; never with the row in the clear
+            payload = b"unsealable row of " + self._writer.target.encode()
         try:
             record_id = self._writer.record_id(row)
         except Exception:  # a row without key or version has no id; the letter says why

@@ -69,11 +69,13 @@ from retail_backbone.io.sinks.base import (
     VersionedWriteFn,
     checked_version,
     decode_row,
+    encode_row,
     field_of,
     json_value,
     row_fields,
 )
 from retail_backbone.io.sinks.rows import StockLevelRow
+from retail_backbone.io.sinks.sealing import FieldSealer
 
 __all__ = [
     "STOCK_LEVELS_BIGTABLE",
@@ -106,6 +108,9 @@ class BigtableTableSpec:
         insert_if_absent: ``True`` for append-only tables: the first row per key stays.
         row_type: the NamedTuple rows are written as (for ``decode_cells`` and dead letters).
         separator: between key parts.
+        sealed: fields (PII) that dead letters carry encrypted (``io/sinks/sealing.py``).
+        seal_key: the secret reference (``env:VAR``) their key derives from; required with
+            ``sealed`` by the writer and the replay target.
     """
 
     name: str
@@ -118,6 +123,8 @@ class BigtableTableSpec:
     insert_if_absent: bool = False
     row_type: type | None = None
     separator: str = "#"
+    sealed: tuple[str, ...] = ()
+    seal_key: str | None = None
 
     def __post_init__(self) -> None:
         if not (_NAME.match(self.name) and _NAME.match(self.family)) or not self.key:
@@ -126,12 +133,20 @@ class BigtableTableSpec:
             raise SinkConfigError("max_versions must be >= 1 and salt_buckets >= 0")
         if self.row_type is not None:
             needed = (*self.key, self.version, *([self.tiebreak] if self.tiebreak else []))
-            missing = set(needed) - set(self.row_type._fields)
+            missing = set((*needed, *self.sealed)) - set(self.row_type._fields)
             if missing:
                 raise SinkConfigError(f"row type {self.row_type.__name__} lacks {missing}")
 
     def renamed(self, name: str) -> BigtableTableSpec:
         return dataclasses.replace(self, name=name)
+
+    def sealer(self) -> FieldSealer | None:
+        """What seals ``sealed`` in dead letters (``None`` when nothing is sealed)."""
+        if not self.sealed:
+            return None
+        if not self.seal_key:
+            raise SinkConfigError(f"bigtable table {self.name}: sealed fields need a seal_key")
+        return FieldSealer(self.seal_key, self.sealed)
 
     def natural_key(self, row: Any) -> str:
         parts = [str(field_of(row, k)) for k in self.key]
@@ -283,6 +298,7 @@ class _BigtableWriter(BatchWriter):
         self._timeout = policy.call_timeout_s
         self._count_stale = count_stale
         self.insert_if_absent = spec.insert_if_absent
+        self._sealer = spec.sealer()
         self._client = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -291,6 +307,11 @@ class _BigtableWriter(BatchWriter):
     @property
     def target(self) -> str:
         return self._spec.name
+
+    def dead_letter_payload(self, row: Any) -> bytes:
+        if self._sealer is None:
+            return super().dead_letter_payload(row)
+        return encode_row(self._sealer.seal(row_fields(row)))
 
     def key(self, row: Any) -> tuple:
         return (self._spec.row_key(row),)
@@ -309,6 +330,8 @@ class _BigtableWriter(BatchWriter):
         from google.cloud.bigtable import row_filters as rf
 
         self._transient = _transient_types()
+        if self._sealer is not None:
+            self._sealer.check()
         # Reads and writes make one attempt each: BatchGuard owns retries and backoff.
         self._no_retry = Retry(predicate=lambda _exc: False, timeout=self._timeout)
         family = rf.FamilyNameRegexFilter(re.escape(self._spec.family))
@@ -568,6 +591,9 @@ class BigtableTarget(SinkTarget):
     def decode(self, payload: bytes) -> Any:
         if self.spec.row_type is None:
             raise SinkConfigError(f"bigtable table {self.spec.name} has no row_type to decode into")
+        sealer = self.spec.sealer()
+        if sealer is not None:
+            payload = encode_row(sealer.unseal(json.loads(payload)))
         return decode_row(self.spec.row_type, payload)
 
     def writer(self, policy: SinkPolicy) -> BatchWriter:
