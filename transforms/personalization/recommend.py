@@ -10,8 +10,14 @@ Example::
     recs.customers  # CustomerRecommendations per customer_key
     recs.popular    # (category, [[sku, score]]): the most popular products per category
 
-Optional input ``out_of_stock``: a PCollection of skus that are out of stock everywhere (e.g. from
-the inventory job's stock levels); they are never recommended.
+Optional input ``out_of_stock``: a non-empty PCollection of skus that are out of stock everywhere
+(e.g. from the inventory job's stock levels); they are never recommended.
+
+Streaming: related lists, popularity and the catalog reach the per-customer step as side inputs in
+the global window. Flink processes a profile only once every side input has data, so an
+open-ended run writes its first recommendations after the first catalog event, the first
+product pair and the first pane of popularity (and an empty ``out_of_stock`` PCollection would
+hold them back for good, hence a constant when there is no stock information).
 
 Related products of a product p: its neighbours in the product graph, scored
 ``sum over kinds of kind_weight * weight * 0.5 ** ((T - as_of) / half_life)`` where ``T`` is the
@@ -304,7 +310,6 @@ class Recommend(beam.PTransform):
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> RecommendResult:
         s, opts = self._settings, self._windowing
-        p = inputs["profiles"].pipeline
         related = (
             inputs["edges"]
             # Keys carry str hints everywhere: Prism only groups by standard-coder keys.
@@ -328,9 +333,11 @@ class Recommend(beam.PTransform):
             ).with_output_types(tuple[str, tuple[str, float]])
             | "TopPerCategory" >> beam.CombinePerKey(TopPerKeyCombineFn(s.popular_per_category))
         )
+        # Without stock information the set is a constant, not an empty side input: a runner
+        # that waits for side input data before processing (Flink, in the global window) would
+        # hold every profile of an open-ended run back until the end of time.
         out_of_stock = inputs.get("out_of_stock")
-        if out_of_stock is None:
-            out_of_stock = p | "NoStockInfo" >> beam.Create([]).with_output_types(str)
+        stock_view = beam.pvalue.AsList(out_of_stock) if out_of_stock is not None else []
         customers = inputs["profiles"] | "RecommendPerCustomer" >> beam.ParDo(
             _RecommendFn(s),
             related=beam.pvalue.AsDict(
@@ -338,6 +345,6 @@ class Recommend(beam.PTransform):
             ),
             popular=beam.pvalue.AsDict(popular),
             catalog=beam.pvalue.AsDict(catalog),
-            out_of_stock=beam.pvalue.AsList(out_of_stock),
+            out_of_stock=stock_view,
         ).with_output_types(CustomerRecommendations)
         return RecommendResult(related=related, customers=customers, popular=popular)
