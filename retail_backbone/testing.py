@@ -234,3 +234,37 @@ class TimerRecorder:
 
     def clear(self) -> None:
         self.at = None
+
+
+def customer_profile(**overrides: Any) -> Any:
+    """A ``CustomerProfile`` of a customer with no activity, with ``overrides`` applied."""
+    from retail_backbone.transforms.personalization.types import CustomerProfile
+
+    base: dict[str, Any] = dict(
+        customer_key="k",
+        customer_id="C",
+        email=None,
+        phone=None,
+        address=None,
+        recency_days=None,
+        frequency=0,
+        monetary=0.0,
+        r_score=0,
+        f_score=0,
+        m_score=0,
+        segment="prospect",
+        ltv=0.0,
+        aov=0.0,
+        return_rate=0.0,
+        category_affinity=[],
+        brand_affinity=[],
+        last_viewed=[],
+        bought=[],
+        sessions=0,
+        mean_session_seconds=0.0,
+        preferred_channel=None,
+        preferred_store=None,
+        as_of_ms=0,
+        version=0,
+    )
+    return CustomerProfile(**{**base, **overrides})

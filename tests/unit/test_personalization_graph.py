@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retail_backbone.testing import make_event
+from retail_backbone.testing import customer_profile, make_event
 from retail_backbone.transforms.inventory.windowing import WindowingOptions
 from retail_backbone.transforms.personalization.copurchase import (
     BuildCoPurchaseGraph,
@@ -26,7 +26,6 @@ from retail_backbone.transforms.personalization.recommend import (
 from retail_backbone.transforms.personalization.types import (
     BOUGHT_WITH,
     VIEWED_WITH,
-    CustomerProfile,
     PairDay,
     ProductInfo,
 )
@@ -134,35 +133,7 @@ def test_neighbours_rank_by_weight_decayed_to_a_common_time_newest_edge_version_
 
 
 def _profile(**kw):
-    base = dict(
-        customer_key="k",
-        customer_id="C",
-        email=None,
-        phone=None,
-        address=None,
-        recency_days=None,
-        frequency=0,
-        monetary=0.0,
-        r_score=0,
-        f_score=0,
-        m_score=0,
-        segment="prospect",
-        ltv=0.0,
-        aov=0.0,
-        return_rate=0.0,
-        category_affinity=[],
-        brand_affinity=[],
-        last_viewed=[],
-        bought=[],
-        sessions=0,
-        mean_session_seconds=0.0,
-        preferred_channel=None,
-        preferred_store=None,
-        as_of_ms=T0,
-        version=T0,
-    )
-    base.update(kw)
-    return CustomerProfile(**base)
+    return customer_profile(**{"as_of_ms": T0, "version": T0, **kw})
 
 
 def test_recommendations_exclude_bought_out_of_stock_and_inactive_products():

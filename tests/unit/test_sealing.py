@@ -9,36 +9,19 @@ from retail_backbone.io.sinks.base import SinkConfigError, SinkPolicy
 from retail_backbone.io.sinks.bigtable import BigtableTarget
 from retail_backbone.io.sinks.sealing import SEALED, FieldSealer, SealError
 from retail_backbone.pipelines import personalization
-from retail_backbone.transforms.personalization.types import CustomerProfile
+from retail_backbone.testing import customer_profile
 
 PII = {"customer_id": "C-000042", "email": "ada@example.com", "phone": "+44 20 7946 0000"}
 
 
-def _profile() -> CustomerProfile:
-    return CustomerProfile(
+def _profile():
+    return customer_profile(
         customer_key="3f" * 16,
         address="1 Main Street, Springfield",
-        recency_days=2.0,
-        frequency=3,
-        monetary=120.5,
-        r_score=5,
-        f_score=3,
-        m_score=2,
         segment="loyal",
-        ltv=100.0,
-        aov=40.17,
-        return_rate=0.0,
-        category_affinity=[["Electronics/Laptops", 1.0]],
-        brand_affinity=[],
-        last_viewed=["SKU-000001"],
         bought=["SKU-000002"],
-        sessions=4,
-        mean_session_seconds=310.0,
-        preferred_channel="web",
-        preferred_store=None,
         as_of_ms=1_764_115_200_000,
         version=1_764_111_114_563,
-        events_applied=9,
         revision=9 * 10**13,
         **PII,
     )
