@@ -390,6 +390,14 @@ def checked_version(value: Any) -> int:
     return value
 
 
+def _checked_tiebreak(writer: BatchWriter, row: Any) -> int:
+    """The row's tie-breaker if it is an int (ranks compare it), else ``TypeError``."""
+    value = writer.tiebreak(row)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"tie-breaker must be an int, got {type(value).__name__}")
+    return value
+
+
 # -- the breaker -------------------------------------------------------------------------------
 
 
@@ -577,7 +585,10 @@ class BatchGuard:
         for pos, row in enumerate(rows):
             try:
                 key = self.writer.key(row)
-                rank = (checked_version(self.writer.version(row)), self.writer.tiebreak(row))
+                rank = (
+                    checked_version(self.writer.version(row)),
+                    _checked_tiebreak(self.writer, row),
+                )
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 rejected.append(Rejected(pos, type(exc).__name__, str(exc), exc))
                 continue

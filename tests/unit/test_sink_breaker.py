@@ -354,6 +354,14 @@ def test_equal_versions_in_one_batch_are_decided_by_the_writers_tiebreak_not_by_
         assert guard.counters.totals["skipped_stale"] == 1
 
 
+def test_a_row_whose_tiebreak_is_not_an_int_is_dead_lettered_not_compared():
+    store = EvidenceStore()
+    guard, _ = guard_for(store)
+    rejected = guard.write([Row("a", 5, 7), Row("a", None, 7), Row("b", 1, 7)])
+    assert [(r.position, r.error_class) for r in rejected] == [(1, "TypeError")]
+    assert store.data == {"a": Row("a", 5, 7), "b": Row("b", 1, 7)}
+
+
 def test_insert_if_absent_keeps_the_first_version_and_counts_the_rest_as_skipped():
     store = FakeStore(insert_if_absent=True)
     guard, _ = guard_for(store)
