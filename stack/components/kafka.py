@@ -10,6 +10,7 @@ from retail_backbone.stack.config import KAFKA_VERSION, StackConfig
 from retail_backbone.stack.process import ProcessSpec
 
 _HEALTH_TOPIC = "_backbone_health"
+RETENTION_BYTES_PER_PARTITION = 1 << 30
 
 
 class Kafka(Component):
@@ -53,6 +54,11 @@ class Kafka(Component):
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=true",
+                # Test, demo and backfill events carry past event times, and time retention
+                # goes by record timestamp: its first check (30 s after start, then every
+                # 5 min) would delete them from any topic. The local broker keeps by size only.
+                "log.retention.ms=-1",
+                f"log.retention.bytes={RETENTION_BYTES_PER_PARTITION}",
                 "",
             ]
         )

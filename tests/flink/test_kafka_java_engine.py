@@ -27,6 +27,7 @@ from retail_backbone.io.kafka_source import (
     StopPosition,
     kafka_io_args,
 )
+from retail_backbone.pipelines.flink_ops import TERMINAL_STATES, FlinkRest
 from retail_backbone.pipelines.runners import runner_args
 
 T0 = 1_764_000_000_000
@@ -80,6 +81,18 @@ def _flink_job(cfg, name: str) -> dict:
     jobs = [j for j in requests.get(url, timeout=10).json()["jobs"] if j["name"] == name]
     assert len(jobs) == 1, jobs
     return jobs[0]
+
+
+def _diagnosis(cfg, name: str, out: Path) -> str:
+    """What a timed-out wait needs to be understood: records seen, job state, checkpoints."""
+    flink = FlinkRest.from_config(cfg)
+    job = _flink_job(cfg, name)
+    counts = flink.checkpoints(job["jid"]).get("counts", {})
+    others = [(j.name, j.state) for j in flink.jobs() if j.state not in TERMINAL_STATES]
+    return (
+        f"{len(_lines(out))} records written; job {job['state']}, tasks {job.get('tasks')}; "
+        f"checkpoints {counts}; unfinished jobs {others}"
+    )
 
 
 def _expected(count: int, topic: str) -> list:
@@ -140,18 +153,20 @@ def test_unbounded_read_on_flink_streams_and_commits_offsets_at_checkpoints(
     result = p.run()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while len(_lines(out)) < 60 and time.monotonic() < deadline:
             time.sleep(1)
+        assert len(_lines(out)) == 60, _diagnosis(cfg, job_name, out)
         tps = [TopicPartition(topic, partition) for partition in range(3)]
         offsets: list[int] = []
+        deadline = time.monotonic() + 60  # a few checkpoints after the last record
         while time.monotonic() < deadline:
             offsets = [tp.offset for tp in consumer.committed(tps, timeout=10)]
             if offsets == [20, 20, 20]:
                 break
             time.sleep(1)
         assert result.state == PipelineState.RUNNING
-        assert offsets == [20, 20, 20]
+        assert offsets == [20, 20, 20], _diagnosis(cfg, job_name, out)
     finally:
         consumer.close()
         result.cancel()

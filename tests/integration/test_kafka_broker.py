@@ -1,7 +1,9 @@
 import uuid
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from retail_backbone.stack.components.kafka import RETENTION_BYTES_PER_PARTITION
 
 
 def test_produce_and_consume_back_every_message(stack):
@@ -39,3 +41,14 @@ def test_produce_and_consume_back_every_message(stack):
         consumer.close()
     assert got == sent
     assert partitions == {0, 1, 2}
+
+
+def test_broker_retains_by_size_only_so_past_event_times_survive(stack):
+    # Topics created without a retention setting (tests, auto-created ones) hold records with
+    # past event times; time retention (by record timestamp) would delete them within minutes.
+    cfg = stack.require("kafka")
+    admin = AdminClient({"bootstrap.servers": f"{cfg.host}:{cfg.port('kafka')}"})
+    broker = ConfigResource(ConfigResource.Type.BROKER, "1")
+    config = admin.describe_configs([broker])[broker].result(10)
+    assert config["log.retention.ms"].value == "-1"
+    assert int(config["log.retention.bytes"].value) == RETENTION_BYTES_PER_PARTITION > 0
