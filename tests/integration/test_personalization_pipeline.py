@@ -1,11 +1,13 @@
 """The personalization job against the real Bigtable emulator and the real graph store (Neo4j).
 
-Backfill twice -> identical state; the graph store lost mid-run -> breaker, ``sink_unavailable``
-dead letters, and a replay of them converges to the state of a run without the outage.
+Backfill twice -> identical state; the graph store or the profile store lost mid-run -> breaker,
+``sink_unavailable`` dead letters (profiles with their PII sealed), and a replay of them converges
+to the state of a run without the outage.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from decimal import Decimal
@@ -26,6 +28,7 @@ from retail_backbone.io.sinks.testing import FaultProxy, run_pipeline
 from retail_backbone.pipelines import personalization
 from retail_backbone.pipelines.params import InvalidParams
 from retail_backbone.stack.components.bigtable import INSTANCE, PROJECT
+from retail_backbone.testing import customer_profile
 from retail_backbone.transforms.personalization import customer_key
 from retail_backbone.transforms.personalization.types import BOUGHT_WITH, CoPurchaseEdge
 
@@ -82,6 +85,9 @@ def stores(stack, monkeypatch):
     yield cfg, uri, new_suffix
     from google.cloud import bigtable
 
+    # A failed outage test may leave the variable pointing at its closed proxy.
+    monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", f"{cfg.host}:{cfg.port('bigtable')}")
+
     instance = bigtable.Client(project=PROJECT, admin=True).instance(INSTANCE)
     for suffix in suffixes:
         for name in ("profiles", "recommendations", "related_products"):
@@ -115,20 +121,22 @@ def _argv(root, uri, suffix, *extra):
 
 def _bigtable_state(suffix: str) -> dict[str, dict[bytes, dict]]:
     """Every cell (value and timestamp) of the three tables: a byte-level comparison."""
+    names = ("profiles", "recommendations", "related_products")
+    return {name: _bigtable_cells(f"{name}{suffix}") for name in names}
+
+
+def _bigtable_cells(table_name: str) -> dict[bytes, dict]:
     from google.cloud import bigtable
 
-    instance = bigtable.Client(project=PROJECT, admin=True).instance(INSTANCE)
-    state = {}
-    for name in ("profiles", "recommendations", "related_products"):
-        rows = {}
-        for data in instance.table(f"{name}{suffix}").read_rows():
-            rows[data.row_key] = {
-                (family, qualifier): [(c.value, c.timestamp_micros) for c in cells]
-                for family, columns in data.cells.items()
-                for qualifier, cells in columns.items()
-            }
-        state[name] = rows
-    return state
+    table = bigtable.Client(project=PROJECT, admin=True).instance(INSTANCE).table(table_name)
+    return {
+        data.row_key: {
+            (family, qualifier): [(c.value, c.timestamp_micros) for c in cells]
+            for family, columns in data.cells.items()
+            for qualifier, cells in columns.items()
+        }
+        for data in table.read_rows()
+    }
 
 
 def _graph_state(uri: str, spec: GraphSpec) -> dict[str, list]:
@@ -269,7 +277,75 @@ def test_graph_lost_mid_run_opens_the_breaker_and_a_replay_of_the_dead_letters_c
     assert _graph_state(uri, spec) == expected
 
 
-def _write_bigtable(spec, rows):
+def _profiles(n: int) -> list:
+    """``n`` customers with PII, then each again: older for even customers, newer for odd."""
+    first, second = [], []
+    for i in range(n):
+        for version, rows in ((2, first), (1, second)) if i % 2 == 0 else ((1, first), (2, second)):
+            rows.append(
+                customer_profile(
+                    customer_key=f"{i:032x}",
+                    customer_id=f"CUST-{i:07d}",
+                    email=f"shopper{i}@example.com",
+                    phone=f"+44 20 7946 {i:04d}",
+                    address=f"{i} Main Street",
+                    frequency=version,
+                    segment="loyal",
+                    as_of_ms=1_764_115_200_000,
+                    version=1_764_000_000_000 + version,
+                    revision=version * 10**13,
+                )
+            )
+    return first + second
+
+
+def test_profile_store_lost_mid_run_dead_letters_sealed_rows_and_a_replay_converges(
+    stores, monkeypatch
+):
+    """The outage path of the profile sink: breaker, letters without PII, replay with the key."""
+    from retail_backbone.io.sinks.bigtable import BigtableTarget
+
+    cfg, _, new_suffix = stores
+    options = personalization.PersonalizationOptions(["--pii_hash_key=env:IT_PII_HASH_KEY"])
+    sealed = personalization.table_specs(options)["profiles"]
+    control, spec = (sealed.renamed(f"profiles{new_suffix()}") for _ in range(2))
+    rows = _profiles(200)
+
+    assert _bigtable_run(control, rows).outputs["dead"] == []
+    expected = _bigtable_cells(control.name)
+    assert len(expected) == 200
+
+    # Cut when the 4th of 8 batches of 50 (rows 150-199) sends one of its row keys.
+    emulator, marker = f"{cfg.host}:{cfg.port('bigtable')}", rows[170].customer_key.encode()
+    with FaultProxy(cfg.host, cfg.port("bigtable"), cut_on=marker) as proxy:
+        monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", proxy.address)
+        run = _bigtable_run(spec, rows)
+        assert proxy.cuts == 1
+        dead = run.outputs["dead"]
+        c = {
+            n: run.counter(f"Serve.{n}", "it")
+            for n in ("written", "skipped_stale", "dead_lettered")
+        }
+        assert c["written"] >= 150 and dead
+        assert c["written"] + c["skipped_stale"] + c["dead_lettered"] == len(rows)
+        assert c["dead_lettered"] == len(dead)
+        assert {d.error_class for d in dead} == {SINK_UNAVAILABLE}
+        assert run.counter("Serve.breaker_opened", "it") == 1
+        # The letters name the customer only by the HMAC key; the PII is sealed.
+        for letter in dead:
+            i = int(json.loads(letter.payload)["customer_key"], 16)
+            for pii in (f"CUST-{i:07d}", f"shopper{i}@", f"7946 {i:04d}", f"{i} Main Street"):
+                assert pii.encode() not in letter.payload, letter.payload
+
+        proxy.restore()
+        replay = [BigtableTarget(PROJECT, INSTANCE, spec).decode(d.payload) for d in dead]
+        assert _bigtable_run(spec, replay).outputs["dead"] == []
+    monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", emulator)
+    assert _bigtable_cells(spec.name) == expected
+
+
+def _bigtable_run(spec, rows):
+    """``rows`` through the Bigtable sink (step ``Serve``): the run, with its dead letters."""
     from retail_backbone.io.sinks.bigtable import WriteToBigtableVersioned
 
     def build(p):
@@ -281,7 +357,11 @@ def _write_bigtable(spec, rows):
         )
         return {"dead": dead}
 
-    run = run_pipeline(build, PipelineOptions(["--runner=DirectRunner"]))
+    return run_pipeline(build, PipelineOptions(["--runner=DirectRunner"]))
+
+
+def _write_bigtable(spec, rows):
+    run = _bigtable_run(spec, rows)
     assert run.outputs["dead"] == []
     return {n: run.counter(f"Serve.{n}", "it") for n in ("written", "skipped_stale")}
 
