@@ -103,18 +103,24 @@ def _prepare(n_events: int, cache: Path, seed: int) -> tuple[Path, int]:
     return root, count
 
 
-def _beam(root: Path, out: Path) -> dict:
+def _direct_args(workers: int) -> list[str]:
+    """The direct runner in this process, or with ``workers`` SDK worker processes."""
+    if workers <= 1:
+        return ["--runner=DirectRunner"]
+    return [
+        "--runner=DirectRunner",
+        f"--direct_num_workers={workers}",
+        "--direct_running_mode=multi_processing",
+    ]
+
+
+def _beam(root: Path, out: Path, workers: int) -> dict:
     import apache_beam as beam
 
     from retail_backbone.pipelines import personalization as job
 
     opts = job.PersonalizationOptions(
-        [
-            "--runner=DirectRunner",
-            "--mode=batch",
-            f"--input={root}",
-            "--pii_hash_key=benchmark-key",
-        ]
+        [*_direct_args(workers), "--mode=batch", f"--input={root}", "--pii_hash_key=benchmark-key"]
     )
     t0 = time.perf_counter()
     p = beam.Pipeline(options=opts)
@@ -139,7 +145,7 @@ def _beam(root: Path, out: Path) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def _duckdb(root: Path, out: Path) -> dict:
+def _duckdb(root: Path, out: Path, workers: int) -> dict:
     import duckdb
 
     t0 = time.perf_counter()
@@ -154,8 +160,9 @@ def _duckdb(root: Path, out: Path) -> dict:
     return {"seconds": seconds}
 
 
-def _child(stage: str, root: Path, out: Path) -> dict:
+def _child(stage: str, root: Path, out: Path, workers: int = 1) -> dict:
     cmd = [sys.executable, __file__, "--stage", stage, "--root", str(root), "--out", str(out)]
+    cmd += ["--workers", str(workers)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -166,13 +173,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/retail-backbone/bench")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Beam direct-runner SDK worker processes (>1: multi_processing mode)",
+    )
     parser.add_argument("--stage", choices=("beam", "duckdb"), help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        result = (_beam if args.stage == "beam" else _duckdb)(args.root, args.out)
+        result = (_beam if args.stage == "beam" else _duckdb)(args.root, args.out, args.workers)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # With --workers > 1 the SDK workers are child processes: the largest one's peak.
+        result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(json.dumps(result))
         return
 
@@ -180,7 +195,7 @@ def main() -> None:
     out = args.cache / f"personalization-out-{args.events}"
     out.mkdir(parents=True, exist_ok=True)
     duck = _child("duckdb", root, out)
-    beam_run = _child("beam", root, out)
+    beam_run = _child("beam", root, out, args.workers)
 
     beam_rows = {}
     for line in (out / "profiles").read_text().splitlines():
@@ -207,12 +222,17 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"personalization backfill: {n:,} events (Parquet, 7 days), 2 cores")
-    print(f"  {'engine':<8}{'seconds':>9}{'events/s':>11}{'peak RSS MB':>13}")
+    print(
+        f"personalization backfill: {n:,} events (Parquet, 7 days), 2 cores, "
+        f"Beam with {args.workers} worker process(es)"
+    )
+    print(f"  {'engine':<8}{'seconds':>9}{'events/s':>11}{'peak RSS MB':>13}{'worker MB':>11}")
     for name in ("duckdb", "beam"):
         r = report[name]
+        worker = f"{r['worker_peak_rss_mb']:,.0f}" if args.workers > 1 and name == "beam" else "-"
         print(
-            f"  {name:<8}{r['seconds']:>9.1f}{r['events_per_s']:>11,.0f}{r['peak_rss_mb']:>13,.0f}"
+            f"  {name:<8}{r['seconds']:>9.1f}{r['events_per_s']:>11,.0f}"
+            f"{r['peak_rss_mb']:>13,.0f}{worker:>11}"
         )
     print(
         f"  profiles compared: {len(compared):,} customers, {len(mismatched)} differ "
