@@ -38,8 +38,9 @@ excluded. Each item carries the reason that contributed most (``affinity`` or ``
 Popularity of a product: view 1 + cart addition 3 + ordered line 10 per event, over the input.
 
 All of it is a deterministic function of its inputs (ties broken by sku), so reruns give the same
-rows. In streaming the outputs fire with the mode's triggers in the global window: they are
-refreshed whenever a profile or the graph fires.
+rows. In streaming the outputs fire with the mode's triggers in the global window: related lists
+are refreshed whenever the graph fires, a customer's recommendations only when that customer's
+profile fires (against the side inputs of that moment; graph changes alone do not refresh them).
 """
 
 from __future__ import annotations
