@@ -6,9 +6,9 @@ the Java engine (KafkaIO, the engine Flink runs) until the end offsets at launch
 firings every 2 s; the batch job reads the same events from files on the direct runner into other
 tables. Bigtable cells (value and timestamp) of profiles and related products and the graph's
 nodes and edges must be equal. Recommendations: the same rows with the same version and revision
-(the profile's); their lists are computed against the related lists and popularity as they were
-when the profile last changed, so they are checked for validity, not equality (see
-``transforms/personalization/recommend.py``).
+(the final list of the newest profile: ``2 * profile revision + 1``); their lists are computed
+against the related lists and popularity as they were when the profile's day closed, so they are
+checked for validity, not equality (see ``transforms/personalization/recommend.py``).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_streaming_on_flink_leaves_the_same_state_as_the_batch_backfill(stores, 
         g_want = personalization_graph_state(uri, batch_sfx)
         assert len(g_want["edges"]) > 100
         assert g_got == g_want
-        # Recommendations: one row per profile, same version and revision (the profile's).
+        # Recommendations: one row per profile, same version and revision (the final list's).
         assert got["recommendations"].keys() == want["recommendations"].keys()
         strip = {b"items"}
         assert {
@@ -128,9 +128,9 @@ def test_streaming_on_flink_leaves_the_same_state_as_the_batch_backfill(stores, 
             k: {c: v for c, v in cells.items() if c[1] not in strip}
             for k, cells in want["recommendations"].items()
         }
-        # Items: streaming computes a customer's list when the profile changes, against the
-        # related lists and popularity (side inputs) of that moment; batch sees the final ones.
-        # So lists may differ; each must still be a valid top-k for the final profile.
+        # Items: streaming computes a customer's final list when the profile's day has closed,
+        # against the related lists and popularity (side inputs) of that moment; batch sees the
+        # final ones. So lists may differ; each must still be a valid top-k for the profile.
         g_items, w_items = _items(got["recommendations"]), _items(want["recommendations"])
         same = sum(g_items[k] == w_items[k] for k in w_items)
         print(f"recommendation lists equal to batch: {same}/{len(w_items)}")

@@ -57,6 +57,7 @@ def _build(events, opts, as_of):
         "profiles": profiles.profiles | "PP" >> beam.ParDo(_WithPane()),
         "edges": graph.edges | "PE" >> beam.ParDo(_WithPane()),
         "related": recs.related | "PR" >> beam.ParDo(_WithPane()),
+        "recommendations": recs.customers,
     }
 
 
@@ -120,6 +121,25 @@ def test_streaming_final_state_equals_batch():
             assert len(want) > 10, name
             check = _same_final(name, key, ranks[name], want)
             assert_that(outputs[name], check, label=f"Same{name}")
+        # Recommendations come out of a ParDo (no panes): what the sinks keep is the highest
+        # (version, revision), the list computed once the profile's day had closed.
+        want = {r.customer_key: r for r in batch["recommendations"]}
+        assert len(want) > 10 and all(r.revision % 2 == 1 for r in want.values())
+        assert_that(outputs["recommendations"], _same_kept(want), label="SameRecommendations")
+
+
+def _same_kept(want):
+    def check(rows):
+        kept: dict = {}
+        for row in rows:
+            old = kept.get(row.customer_key)
+            if old is None or (row.version, row.revision) > (old.version, old.revision):
+                kept[row.customer_key] = row
+        assert kept.keys() == want.keys()
+        wrong = [k for k in want if kept[k] != want[k]]
+        assert not wrong, [(kept[k], want[k]) for k in wrong[:2]]
+
+    return check
 
 
 def _same_final(name, key, rank, want):

@@ -39,8 +39,13 @@ Popularity of a product: view 1 + cart addition 3 + ordered line 10 per event, o
 
 All of it is a deterministic function of its inputs (ties broken by sku), so reruns give the same
 rows. In streaming the outputs fire with the mode's triggers in the global window: related lists
-are refreshed whenever the graph fires, a customer's recommendations only when that customer's
-profile fires (against the side inputs of that moment; graph changes alone do not refresh them).
+are refreshed whenever the graph fires; a customer's list is computed when the customer's profile
+fires, against the side inputs of that moment, and once more when the window of the profile's
+day has closed (the watermark past the day's end plus the allowed lateness), against the related
+lists and popularity that day's late panes completed. That second list is *final*: batch lists
+are all final, and a row's ``revision`` is ``2 * profile revision + final``, so a final list
+outranks the first one of the same profile in the sinks, and a newer profile outranks both. Graph
+changes of later days do not refresh the list of a customer who is not active again.
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
 from retail_backbone.transforms.inventory.windowing import WindowingOptions, window_into
 from retail_backbone.transforms.personalization.types import (
@@ -70,6 +79,7 @@ __all__ = [
     "RecommendSettings",
     "TopPerKeyCombineFn",
     "recommend_for",
+    "recommendation_revision",
 ]
 
 DAY_MS = 86_400_000
@@ -243,6 +253,59 @@ def recommend_for(
     return [list(item) for item in top]
 
 
+def recommendation_revision(profile_revision: int, final: bool) -> int:
+    """The sinks' tie-breaker of a list: a final list ranks above the first of its profile."""
+    return 2 * profile_revision + int(final)
+
+
+class _RefreshAtWindowCloseFn(beam.DoFn):
+    """Streaming: each profile on to the lists now, and once more when its day has closed.
+
+    Input ``(customer_key, profile)``; output ``(profile, final)``. Only the newest profile of a
+    customer (by ``(version, revision)``) waits for its refresh, and its state is cleared once
+    the refresh is emitted, so state is held only for customers active in the open windows. A
+    profile arriving after its day has closed arms a timer that fires at once.
+
+    The refresh fires with the watermark, while the day's last related-list and popularity
+    panes may still be in their early-firing groupings (up to one firing interval of wall
+    time): it sees every pane before those. A wall-time confirmation (a processing-time timer)
+    would close that gap, but Beam 2.62 on Flink never ends a bounded streaming job that holds
+    one, so it is not used.
+    """
+
+    LATEST = ReadModifyWriteStateSpec("latest", PickleCoder())
+    CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
+
+    def __init__(self, lateness_ms: int) -> None:
+        self._lateness_ms = lateness_ms
+        self._refreshed = Metrics.counter(_NAMESPACE, "refreshed_at_window_close")
+
+    def process(
+        self,
+        element: tuple[str, CustomerProfile],
+        latest=beam.DoFn.StateParam(LATEST),
+        close=beam.DoFn.TimerParam(CLOSE),
+    ) -> Iterator[tuple[CustomerProfile, bool]]:
+        _, profile = element
+        stored = latest.read()
+        if stored is None or (profile.version, profile.revision) > (
+            stored.version,
+            stored.revision,
+        ):
+            latest.write(profile)
+            closes = (profile.version // DAY_MS + 1) * DAY_MS + self._lateness_ms
+            close.set(Timestamp(micros=closes * 1000))
+        yield profile, False
+
+    @on_timer(CLOSE)
+    def on_close(self, latest=beam.DoFn.StateParam(LATEST)) -> Iterator[tuple]:
+        profile = latest.read()
+        latest.clear()
+        if profile is not None:
+            self._refreshed.inc()
+            yield profile, True
+
+
 class _RecommendFn(beam.DoFn):
     def __init__(self, settings: RecommendSettings) -> None:
         self._settings = settings
@@ -251,12 +314,13 @@ class _RecommendFn(beam.DoFn):
 
     def process(
         self,
-        profile: CustomerProfile,
+        element: tuple[CustomerProfile, bool],
         related: dict,
         popular: dict,
         catalog: dict,
         out_of_stock: list,
     ) -> Iterator[CustomerRecommendations]:
+        profile, final = element
         items = recommend_for(profile, related, popular, catalog, set(out_of_stock), self._settings)
         if not items:
             self._empty.inc()
@@ -266,7 +330,7 @@ class _RecommendFn(beam.DoFn):
             items=items,
             as_of_ms=profile.as_of_ms,
             version=profile.version,
-            revision=profile.revision,
+            revision=recommendation_revision(profile.revision, final),
         )
 
 
@@ -339,7 +403,18 @@ class Recommend(beam.PTransform):
         # hold every profile of an open-ended run back until the end of time.
         out_of_stock = inputs.get("out_of_stock")
         stock_view = beam.pvalue.AsList(out_of_stock) if out_of_stock is not None else []
-        customers = inputs["profiles"] | "RecommendPerCustomer" >> beam.ParDo(
+        if opts.streaming:
+            profiles = (
+                inputs["profiles"]
+                | "ByCustomer"
+                >> beam.Map(lambda p: (p.customer_key, p)).with_output_types(
+                    tuple[str, CustomerProfile]
+                )
+                | "RefreshAtWindowClose" >> beam.ParDo(_RefreshAtWindowCloseFn(opts.lateness_ms))
+            )
+        else:
+            profiles = inputs["profiles"] | "FinalLists" >> beam.Map(lambda p: (p, True))
+        customers = profiles | "RecommendPerCustomer" >> beam.ParDo(
             _RecommendFn(s),
             related=beam.pvalue.AsDict(
                 related | "RelatedItems" >> beam.Map(lambda r: (r.sku, r.items))

@@ -261,7 +261,9 @@ class CustomerRecommendations(NamedTuple):
 
     ``items`` is ``[[sku, score, reason]]`` best first; reason is ``affinity`` (category/brand
     interest) or ``related`` (neighbour of a recently viewed or bought product).
-    ``revision`` is the profile's (the sinks' tie-breaker between two rows of one ``version``).
+    ``revision`` (the sinks' tie-breaker between two rows of one ``version``) is
+    ``2 * profile revision + final``: a list computed once the profile's day has closed (every batch
+    list; a streaming refresh) outranks the first list of the same profile (``Recommend``).
     """
 
     customer_key: str
