@@ -42,10 +42,11 @@ rows. In streaming the outputs fire with the mode's triggers in the global windo
 are refreshed whenever the graph fires; a customer's list is computed when the customer's profile
 fires, against the side inputs of that moment, and once more when the window of the profile's
 day has closed (the watermark past the day's end plus the allowed lateness), against the related
-lists and popularity that day's late panes completed. That second list is *final*: batch lists
-are all final, and a row's ``revision`` is ``2 * profile revision + final``, so a final list
-outranks the first one of the same profile in the sinks, and a newer profile outranks both. Graph
-changes of later days do not refresh the list of a customer who is not active again.
+lists and popularity of that moment, late panes of the day included. That second list is
+*final*: batch lists are all final, and a row's ``revision`` is ``2 * profile revision + final``,
+so a final list outranks the first one of the same profile in the sinks, and a newer profile
+outranks both. Graph changes of later days do not refresh the list of a customer who is not
+active again.
 """
 
 from __future__ import annotations
@@ -269,8 +270,8 @@ class _RefreshAtWindowCloseFn(beam.DoFn):
     The refresh fires with the watermark, while the day's last related-list and popularity
     panes may still be in their early-firing groupings (up to one firing interval of wall
     time): it sees every pane before those. A wall-time confirmation (a processing-time timer)
-    would close that gap, but Beam 2.62 on Flink never ends a bounded streaming job that holds
-    one, so it is not used.
+    would close that gap, but a bounded streaming job on Flink (Beam 2.62) holding such timers
+    did not finish here within 15 minutes of reading its last record, so it is not used.
     """
 
     LATEST = ReadModifyWriteStateSpec("latest", PickleCoder())
