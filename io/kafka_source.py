@@ -1283,7 +1283,18 @@ class ReadFromKafkaEvents(beam.PTransform):
                 "from the group's committed offsets instead"
             )
         # Validate now, in this process: KafkaIO itself would fail only inside the Flink job.
-        _list_partitions_now(self._bootstrap, self._topics, self._config, self._launch_timeout)
+        empty = _empty_partitions_now(self._bootstrap, self._topics, self._launch_timeout)
+        if empty:
+            shown = ", ".join(f"{t}/{p}" for t, p in empty[:8]) + (" ..." if len(empty) > 8 else "")
+            # KafkaIO's create-time policy moves an idle partition's watermark to the clock
+            # only after it has read a record there (CustomTimestampPolicyWithLimitedDelay).
+            _LOG.warning(
+                "java engine (KafkaIO): %d empty partition(s) (%s) hold the read's watermark at "
+                "its minimum until each receives a record: event-time windows and timers "
+                "downstream do not fire before that",
+                len(empty),
+                shown,
+            )
         config = {"bootstrap.servers": self._bootstrap, **self._config}
         if start.kind == "committed":
             config["group.id"] = self._group_id
@@ -1314,15 +1325,27 @@ class ReadFromKafkaEvents(beam.PTransform):
         return rows | "ToKafkaRecord" >> beam.Map(_row_to_record).with_output_types(KafkaRecord)
 
 
-def _list_partitions_now(
-    bootstrap: str, topics: list[str], config: Mapping[str, Any], timeout: float
+def _empty_partitions_now(
+    bootstrap: str, topics: list[str], timeout: float
 ) -> list[tuple[str, int]]:
-    from confluent_kafka import Consumer
+    """Validate the broker and ``topics`` now; the partitions that hold no record."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     # Java client settings (e.g. sasl.jaas.config) mean nothing to librdkafka: validate with
     # the bootstrap address alone.
     consumer = Consumer(_consumer_config(bootstrap, None, None))
     try:
-        return _list_partitions(consumer, bootstrap, topics, timeout)
+        empty = []
+        for topic, partition in _list_partitions(consumer, bootstrap, topics, timeout):
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout
+                )
+            except KafkaException as exc:
+                where = f"{topic}/{partition} on Kafka at {bootstrap}"
+                raise KafkaUnavailable(f"{where}: {exc}") from exc
+            if low == high:
+                empty.append((topic, partition))
+        return empty
     finally:
         consumer.close()

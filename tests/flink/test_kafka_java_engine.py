@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -196,3 +197,13 @@ def test_java_engine_validates_before_the_job_starts(flink_kafka, topic):
         _ = p | "Offsets" >> ReadFromKafkaEvents(
             bootstrap, topic, start=StartPosition.at_offsets({0: 0, 1: 0, 2: 0})
         )
+
+
+def test_java_engine_warns_of_empty_partitions_that_hold_the_watermark(flink_kafka, topic, caplog):
+    # KafkaIO's create-time watermark of a partition waits for its first record.
+    cfg, bootstrap = flink_kafka
+    produce(bootstrap, topic, 2)  # partitions 0 and 1 get a record each, 2 stays empty
+    p = beam.Pipeline(options=PipelineOptions(runner_args("flink", cfg)))
+    with caplog.at_level(logging.WARNING, logger="retail_backbone.io.kafka_source"):
+        _ = p | ReadFromKafkaEvents(bootstrap, topic)
+    assert f"1 empty partition(s) ({topic}/2) hold the read's watermark" in caplog.text
